@@ -1,0 +1,125 @@
+"""Bit-level operations on stored weight codes (uint8 tensors).
+
+Memory faults act on the bits that are actually stored, so everything here works on ``uint8``
+codes with integer and bitwise operations. Bit index 0 is the least significant bit.
+
+Reproducibility rests on two functions: :func:`stable_seed` turns any description of a trial
+(base seed, parameter name, ...) into the same 63-bit seed on every machine, and
+:func:`uniform_draws` turns a seed into one uniform draw per stored bit from a CPU generator,
+so a pattern never depends on the device or on other tensors. Thresholding the same draws at
+a lower rate gives a subset of the flips at a higher rate (nesting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+
+import torch
+
+from bitrobust.errors import check_bits, check_rate
+
+BITS_PER_CODE = 8
+_SHIFTS = torch.arange(BITS_PER_CODE, dtype=torch.uint8)
+_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
+
+
+def protected_mask(bits: int) -> int:
+    """Mask of the code bits a ``bits``-wide value never uses (bits m..7), e.g. 0xF0 for 4."""
+    check_bits(bits)
+    return (0xFF << bits) & 0xFF
+
+
+def value_mask(bits: int) -> int:
+    """Mask of the low ``bits`` bits that hold the value, e.g. 0x0F for 4."""
+    return 0xFF ^ protected_mask(bits)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from a blake2b hash of ``repr(parts)``: the same on every machine and run.
+
+    Use plain values (int, float, str and tuples of them); integer-like objects such as numpy
+    integers are converted to ``int`` so that ``np.int64(3)`` and ``3`` give the same seed.
+    """
+    normalized = tuple(_plain(part) for part in parts)
+    digest = hashlib.blake2b(repr(normalized).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+def _plain(part: object) -> object:
+    if isinstance(part, (bool, int, float, str, bytes)) or part is None:
+        return part
+    try:
+        return operator.index(part)
+    except TypeError:
+        return part
+
+
+def uniform_draws(
+    shape: tuple[int, ...] | torch.Size, seed: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Float32 U[0, 1) draws of shape ``(*shape, 8)``: one draw per stored bit.
+
+    The draws come from a CPU ``torch.Generator`` seeded with ``seed``, so they are identical on
+    any machine; they are moved to ``device`` afterwards if one is given.
+    """
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    draws = torch.rand((*tuple(shape), BITS_PER_CODE), generator=generator, dtype=torch.float32)
+    return draws if device is None else draws.to(device)
+
+
+def bit_planes(codes: torch.Tensor) -> torch.Tensor:
+    """The bits of uint8 ``codes`` as a uint8 tensor of 0/1 with shape ``(*shape, 8)``, LSB first."""
+    _check_codes(codes)
+    shifts = _SHIFTS.to(codes.device)
+    return (codes.unsqueeze(-1) >> shifts) & 1
+
+
+def pack_bits(planes: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`bit_planes`: ``(*shape, 8)`` of 0/1 (any int or bool dtype) -> uint8 codes."""
+    if planes.shape[-1:] != (BITS_PER_CODE,):
+        raise ValueError(f"last dimension must be {BITS_PER_CODE}, got shape {tuple(planes.shape)}")
+    shifts = _SHIFTS.to(planes.device)
+    return ((planes.to(torch.uint8) & 1) << shifts).sum(dim=-1).to(torch.uint8)
+
+
+def popcount(x: torch.Tensor) -> torch.Tensor:
+    """Number of set bits of every element of a uint8 tensor (int64, same shape)."""
+    _check_codes(x)
+    return _POPCOUNT.to(x.device)[x.long()]
+
+
+def flip_mask(
+    codes: torch.Tensor,
+    draws: torch.Tensor,
+    zero_to_one: float,
+    one_to_zero: float,
+    protected_mask: int = 0,
+) -> torch.Tensor:
+    """XOR mask of the bits that flip: uint8, same shape as ``codes``.
+
+    Bit b of element i flips iff ``draws[i, b]`` is below ``zero_to_one`` (if the bit is 0) or
+    ``one_to_zero`` (if it is 1), and b is not in ``protected_mask``. Draws are moved to the
+    codes' device.
+    """
+    p01 = check_rate(zero_to_one, "zero_to_one")
+    p10 = check_rate(one_to_zero, "one_to_zero")
+    _check_codes(codes)
+    if not 0 <= protected_mask <= 0xFF:
+        raise ValueError(f"protected_mask must be in 0..255, got {protected_mask}")
+    if tuple(draws.shape) != (*codes.shape, BITS_PER_CODE):
+        raise ValueError(
+            f"draws must have shape {(*codes.shape, BITS_PER_CODE)}, got {tuple(draws.shape)}"
+        )
+    draws = draws.to(codes.device)
+    is_one = bit_planes(codes).bool()
+    threshold = torch.where(is_one, p10, p01).to(draws.dtype)
+    flips = draws < threshold
+    mask = pack_bits(flips)
+    return mask & (0xFF ^ protected_mask)
+
+
+def _check_codes(codes: torch.Tensor) -> None:
+    if codes.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 tensor of codes, got {codes.dtype}")

@@ -1,0 +1,352 @@
+"""Fixed-point weight quantization with the bit layouts of Stutz et al. (MLSys'21, §1.2).
+
+A float tensor becomes integer codes (the bytes as stored in memory) plus what dequantizes
+them. Memory faults flip bits of the codes; :meth:`QuantizedTensor.dequantize` clamps like the
+paper, so a flipped code can never leave the tensor's range. Schemes (ε = 0.001, m bits,
+L = 2^(m−1) − 1):
+
+- symmetric per-layer: q_max = min(max|w| + ε, w_max), Δ = q_max / L;
+- symmetric global (fixed range): q_max = w_max (default 1), Δ = (q_max + ε) / L;
+- asymmetric per-layer: clamp w to ±w_max, map [min, max] to u ∈ [−1, 1] and quantize u with
+  the fixed range q_max = 1 (Δ = 1.001 / L); dequantization inverts the map.
+
+Codes are ``uint8``: offset binary (0 ↦ 2^(m−1)) when ``unsigned``, else the m-bit two's
+complement pattern. Bits m..7 are never used ("protected"). Truncation, as the paper's integer
+cast, is applied to the stored integer: toward zero for two's complement, and so toward −∞
+for offset binary (the cast happens after adding 2^(m−1)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from bitrobust import bits as _bits
+from bitrobust.errors import BitrobustError, check_bits
+
+EPSILON = 0.001
+"""Added to the range so that the largest weight maps strictly inside it (paper's ε)."""
+
+PRESETS: tuple[str, ...] = (
+    "rquant",
+    "normal",
+    "perlayer",
+    "perlayer-asym",
+    "perlayer-asym-unsigned",
+)
+
+_FLAGS = ("per_layer", "symmetric", "unsigned", "rounding")
+_NAME_RE = re.compile(
+    r"q(?P<bits>\d+)-(?P<range>perlayer|global)-(?P<sym>sym|asym)-(?P<unsigned>unsigned|signed)"
+    r"-(?P<round>round|trunc)(?:-wmax(?P<w_max>.+))?"
+)
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """How floats become stored codes: bit width, range, symmetry, layout and rounding.
+
+    ``w_max`` caps the per-layer range (the paper's clipped adaptive quantization) or, for the
+    global scheme, is the fixed range q_max (``None`` becomes 1.0).
+    """
+
+    bits: int = 8
+    per_layer: bool = True
+    symmetric: bool = True
+    unsigned: bool = True
+    rounding: bool = True
+    w_max: float | None = None
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits)
+        for flag in _FLAGS:
+            if not isinstance(getattr(self, flag), bool):
+                raise BitrobustError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if not self.per_layer and not self.symmetric:
+            raise BitrobustError("asymmetric quantization needs per_layer=True")
+        w_max = self.w_max
+        if w_max is None and not self.per_layer:
+            w_max = 1.0
+        if w_max is not None:
+            w_max = _check_w_max(w_max)
+        object.__setattr__(self, "w_max", w_max)
+
+    @property
+    def name(self) -> str:
+        """Every field in one string, e.g. ``q8-perlayer-asym-unsigned-round-wmax0.1``."""
+        parts = [
+            f"q{self.bits}",
+            "perlayer" if self.per_layer else "global",
+            "sym" if self.symmetric else "asym",
+            "unsigned" if self.unsigned else "signed",
+            "round" if self.rounding else "trunc",
+        ]
+        if self.w_max is not None:
+            parts.append(f"wmax{self.w_max!r}")
+        return "-".join(parts)
+
+    @classmethod
+    def from_name(cls, name: str) -> QuantScheme:
+        """Parse a string made by :attr:`name`."""
+        match = _NAME_RE.fullmatch(name) if isinstance(name, str) else None
+        if match is None:
+            raise BitrobustError(
+                f"not a quantization scheme name: {name!r} "
+                "(expected e.g. 'q8-perlayer-asym-unsigned-round-wmax0.1')"
+            )
+        w_max = match["w_max"]
+        try:
+            w_max = None if w_max is None else float(w_max)
+        except ValueError:
+            raise BitrobustError(f"bad w_max in scheme name {name!r}") from None
+        return cls(
+            bits=int(match["bits"]),
+            per_layer=match["range"] == "perlayer",
+            symmetric=match["sym"] == "sym",
+            unsigned=match["unsigned"] == "unsigned",
+            rounding=match["round"] == "round",
+            w_max=w_max,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> QuantScheme:
+        """Inverse of :meth:`to_dict`; missing fields take their defaults, unknown ones raise."""
+        if not isinstance(d, Mapping):
+            raise BitrobustError(f"a quantization scheme must be a mapping, got {type(d).__name__}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise BitrobustError(
+                f"unknown quantization scheme field(s): {', '.join(map(str, unknown))} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, bits: int = 8, w_max: float | None = None) -> QuantScheme:
+        """A named scheme from the paper.
+
+        ``rquant``: per-layer, asymmetric, unsigned, rounded (robust quantization);
+        ``normal``: global fixed range q_max = w_max or 1, symmetric, unsigned, truncated;
+        ``perlayer``, ``perlayer-asym``, ``perlayer-asym-unsigned``: the poster's ablation
+        ladder (per-layer symmetric signed truncated, then + asymmetric, then + unsigned;
+        + rounding is ``rquant``).
+        """
+        common = {"bits": bits, "w_max": w_max}
+        if name == "rquant":
+            return cls(per_layer=True, symmetric=False, unsigned=True, rounding=True, **common)
+        if name == "normal":
+            return cls(per_layer=False, symmetric=True, unsigned=True, rounding=False, **common)
+        if name == "perlayer":
+            return cls(per_layer=True, symmetric=True, unsigned=False, rounding=False, **common)
+        if name == "perlayer-asym":
+            return cls(per_layer=True, symmetric=False, unsigned=False, rounding=False, **common)
+        if name == "perlayer-asym-unsigned":
+            return cls(per_layer=True, symmetric=False, unsigned=True, rounding=False, **common)
+        raise BitrobustError(
+            f"unknown quantization preset {name!r} (choose from: {', '.join(PRESETS)})"
+        )
+
+    @property
+    def levels(self) -> int:
+        """L = 2^(m−1) − 1, the largest magnitude of a code's integer value."""
+        return 2 ** (self.bits - 1) - 1
+
+    @property
+    def protected_mask(self) -> int:
+        """Code bits that are never used nor flipped (bits m..7)."""
+        return _bits.protected_mask(self.bits)
+
+
+def _check_w_max(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BitrobustError(f"w_max must be a positive number or null, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise BitrobustError(f"w_max must be a positive finite number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedTensor:
+    """Stored codes of one tensor and what dequantizes them.
+
+    ``scale`` is Δ (of u ∈ [−1, 1] for asymmetric schemes); ``low`` and ``high`` are the ends
+    of the dequantization clamp (±q_max, or the tensor's [min, max] for asymmetric schemes).
+    """
+
+    codes: torch.Tensor
+    scheme: QuantScheme
+    scale: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.codes.dtype != torch.uint8:
+            raise TypeError(f"codes must be uint8, got {self.codes.dtype}")
+
+    @property
+    def protected_mask(self) -> int:
+        """Bits that are never flipped: bits m..7, e.g. 0xF0 for m = 4."""
+        return self.scheme.protected_mask
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.codes.shape
+
+    @property
+    def step(self) -> torch.Tensor:
+        """Δ in weight units: the spacing of representable weights (0-dim float32)."""
+        if self.scheme.symmetric:
+            return self.scale
+        return self.scale * (self.high - self.low) / 2
+
+    def integer_values(self) -> torch.Tensor:
+        """The signed integer each code stands for (int32): in [−2^(m−1), 2^(m−1) − 1].
+
+        Bits m..7 are ignored; two's complement codes are sign-extended from bit m−1 and
+        offset-binary codes have 2^(m−1) subtracted.
+        """
+        return _decode(self.codes, self.scheme)
+
+    def dequantize(self) -> torch.Tensor:
+        """Float32 weights: integer value times Δ, clamped to [low, high] as in the paper."""
+        values = self.integer_values().to(torch.float32) * self.scale
+        if self.scheme.symmetric:
+            return torch.clamp(values, min=self.low, max=self.high)
+        u = torch.clamp(values, min=-1.0, max=1.0)
+        weights = (u + 1) / 2 * (self.high - self.low) + self.low
+        return torch.clamp(weights, min=self.low, max=self.high)
+
+    def with_codes(self, codes: torch.Tensor) -> QuantizedTensor:
+        """The same tensor with other codes (for example after bit flips)."""
+        if codes.shape != self.codes.shape:
+            raise ValueError(f"codes shape {tuple(codes.shape)} != {tuple(self.codes.shape)}")
+        return dataclasses.replace(self, codes=codes)
+
+
+def quantize(tensor: torch.Tensor, scheme: QuantScheme) -> QuantizedTensor:
+    """Quantize a float tensor to codes with ``scheme`` (no gradient; on the tensor's device)."""
+    weights = tensor.detach().to(torch.float32)
+    levels = scheme.levels
+    device = weights.device
+
+    def scalar(value: float | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(())
+
+    if scheme.symmetric:
+        if scheme.per_layer:
+            max_abs = weights.abs().amax() if weights.numel() else scalar(0.0)
+            q_max = scalar(max_abs + EPSILON)
+            if scheme.w_max is not None:
+                q_max = torch.clamp(q_max, max=scheme.w_max)
+            delta = q_max / levels
+        else:
+            q_max = scalar(scheme.w_max)
+            delta = scalar((scheme.w_max + EPSILON) / levels)
+        low, high = -q_max, q_max
+        scaled = torch.clamp(weights, min=low, max=high) / delta
+    else:
+        if scheme.w_max is not None:
+            weights = torch.clamp(weights, min=-scheme.w_max, max=scheme.w_max)
+        if weights.numel():
+            low, high = scalar(weights.amin()), scalar(weights.amax())
+        else:
+            low = high = scalar(0.0)
+        span = high - low
+        # max == min: every code decodes to that constant; map the tensor to u = 0.
+        safe_span = torch.where(span > 0, span, torch.ones_like(span))
+        u = torch.where(span > 0, 2 * (weights - low) / safe_span - 1, torch.zeros_like(weights))
+        delta = scalar((1 + EPSILON) / levels)
+        scaled = torch.clamp(u, min=-1.0, max=1.0) / delta
+    codes = _encode(scaled, scheme)
+    return QuantizedTensor(codes=codes, scheme=scheme, scale=delta, low=low, high=high)
+
+
+def fake_quantize(tensor: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """Quantize-dequantize in the forward pass with a straight-through (identity) gradient."""
+    quantized = quantize(tensor, scheme).dequantize().to(tensor.dtype)
+    return tensor + (quantized - tensor).detach()
+
+
+def _encode(scaled: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """Real values in units of Δ -> uint8 codes in the scheme's layout."""
+    half = 2 ** (scheme.bits - 1)
+    to_int = torch.round if scheme.rounding else torch.trunc
+    if scheme.unsigned:
+        shifted = torch.clamp(scaled + half, min=0, max=2 * half - 1)
+        return to_int(shifted).to(torch.uint8)
+    values = torch.clamp(to_int(scaled), min=-scheme.levels, max=scheme.levels).to(torch.int16)
+    return (values & _bits.value_mask(scheme.bits)).to(torch.uint8)
+
+
+def _decode(codes: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """uint8 codes -> int32 integer values (bits m..7 ignored)."""
+    half = 2 ** (scheme.bits - 1)
+    values = (codes & _bits.value_mask(scheme.bits)).to(torch.int32)
+    if scheme.unsigned:
+        return values - half
+    return values - ((values >> (scheme.bits - 1)) & 1) * (2 * half)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedModel:
+    """Codes for every trainable parameter (``requires_grad``) of a module, by parameter name,
+    in ``named_parameters()`` order. Buffers (e.g. batch-norm statistics) are not quantized.
+    Immutable: :meth:`with_codes` returns a new object."""
+
+    tensors: dict[str, QuantizedTensor]
+    scheme: QuantScheme
+
+    @classmethod
+    def from_module(cls, module: nn.Module, scheme: QuantScheme) -> QuantizedModel:
+        """Quantize each trainable parameter of ``module`` with its own range."""
+        tensors = {
+            name: quantize(param, scheme)
+            for name, param in module.named_parameters()
+            if param.requires_grad
+        }
+        return cls(tensors=tensors, scheme=scheme)
+
+    def dequantized(self) -> dict[str, torch.Tensor]:
+        """Parameter name -> float32 weights, e.g. for ``torch.func.functional_call``."""
+        return {name: qt.dequantize() for name, qt in self.tensors.items()}
+
+    def codes(self) -> dict[str, torch.Tensor]:
+        """Parameter name -> uint8 codes."""
+        return {name: qt.codes for name, qt in self.tensors.items()}
+
+    def with_codes(self, codes: Mapping[str, torch.Tensor]) -> QuantizedModel:
+        """A new model with the given codes replaced (names not given keep theirs)."""
+        unknown = sorted(set(codes) - set(self.tensors))
+        if unknown:
+            raise BitrobustError(f"no quantized parameter named: {', '.join(unknown)}")
+        tensors = {
+            name: qt.with_codes(codes[name]) if name in codes else qt
+            for name, qt in self.tensors.items()
+        }
+        return dataclasses.replace(self, tensors=tensors)
+
+    def num_bits(self) -> int:
+        """Total number of stored, unprotected bits (m per weight)."""
+        return sum(qt.codes.numel() for qt in self.tensors.values()) * self.scheme.bits
+
+    def num_weights(self) -> int:
+        """Total number of quantized values."""
+        return sum(qt.codes.numel() for qt in self.tensors.values())
+
+
+def quantize_model(module: nn.Module, scheme: QuantScheme) -> QuantizedModel:
+    """Same as :meth:`QuantizedModel.from_module`."""
+    return QuantizedModel.from_module(module, scheme)
