@@ -27,7 +27,7 @@ def test_bit_planes_lsb_first_and_pack_inverts(values):
     codes = torch.tensor(values, dtype=torch.uint8)
     planes = bit_planes(codes)
     assert planes.shape == (len(values), 8)
-    for value, row in zip(values, planes.tolist()):
+    for value, row in zip(values, planes.tolist(), strict=True):
         assert row == [(value >> b) & 1 for b in range(8)]
     assert torch.equal(pack_bits(planes), codes)
 
@@ -78,7 +78,7 @@ def test_flip_mask_matches_reference(rows, p01, p10, protected):
     codes = torch.tensor([code for code, _ in rows], dtype=torch.uint8)
     draws = torch.tensor([d for _, d in rows], dtype=torch.float32).reshape(len(rows), 8)
     mask = flip_mask(codes, draws, p01, p10, protected)
-    for (code, row), got in zip(rows, mask.tolist()):
+    for (code, row), got in zip(rows, mask.tolist(), strict=True):
         expected = 0
         for b in range(8):
             rate = p10 if (code >> b) & 1 else p01

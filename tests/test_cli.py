@@ -22,10 +22,32 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
     code = main(
         [
-            "train", "--dataset", "mnist", "--model", "mlp", "--model-option", "hidden=[64]",
-            "--bits", "8", "--method", "randbet", "--w-max", "0.1", "--bit-error-rate", "0.01",
-            "--epochs", "1", "--train-limit", "2000", "--test-limit", "500", "--lr", "0.05",
-            "--no-progress", "--out", str(path),
+            "train",
+            "--dataset",
+            "mnist",
+            "--model",
+            "mlp",
+            "--model-option",
+            "hidden=[64]",
+            "--bits",
+            "8",
+            "--method",
+            "randbet",
+            "--w-max",
+            "0.1",
+            "--bit-error-rate",
+            "0.01",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "2000",
+            "--test-limit",
+            "500",
+            "--lr",
+            "0.05",
+            "--no-progress",
+            "--out",
+            str(path),
         ]
     )
     assert code == 0
@@ -36,8 +58,15 @@ def test_train_then_evaluate_json(checkpoint, data_dir, capsys):
     capsys.readouterr()
     code = main(
         [
-            "evaluate", str(checkpoint), "--bit-error-rates", "0.001,0.01", "--patterns", "3",
-            "--limit", "500", "--json",
+            "evaluate",
+            str(checkpoint),
+            "--bit-error-rates",
+            "0.001,0.01",
+            "--patterns",
+            "3",
+            "--limit",
+            "500",
+            "--json",
         ]
     )
     assert code == 0
@@ -56,8 +85,17 @@ def test_evaluate_per_direction_rates(checkpoint, data_dir, capsys):
     capsys.readouterr()
     code = main(
         [
-            "evaluate", str(checkpoint), "--zero-to-one-rates", "0.0,0.02", "--one-to-zero-rates",
-            "0.0,0.0", "--patterns", "2", "--limit", "200", "--json",
+            "evaluate",
+            str(checkpoint),
+            "--zero-to-one-rates",
+            "0.0,0.02",
+            "--one-to-zero-rates",
+            "0.0,0.0",
+            "--patterns",
+            "2",
+            "--limit",
+            "200",
+            "--json",
         ]
     )
     assert code == 0

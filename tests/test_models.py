@@ -39,9 +39,7 @@ def test_list_models():
 @pytest.mark.parametrize("name", ["lenet5", "mlp", "resnet20", "simplenet"])
 @pytest.mark.parametrize(("channels", "size"), SHAPES)
 def test_every_model_builds_and_classifies(name, channels, size):
-    model = build_model(
-        name, in_channels=channels, image_size=size, num_classes=10, **SMALL[name]
-    )
+    model = build_model(name, in_channels=channels, image_size=size, num_classes=10, **SMALL[name])
     out = model(torch.rand(3, channels, size, size))
     assert out.shape == (3, 10)
     assert torch.isfinite(out).all()
@@ -134,8 +132,9 @@ def test_reparameterized_group_norm_rejects_indivisible_groups():
 
 @pytest.mark.parametrize(
     ("channels", "groups"),
-    [(2048, 32), (512, 32), (128, 32), (64, 32), (48, 24), (40, 8), (32, 16), (16, 8), (12, 6),
-     (10, 5), (8, 4), (6, 3), (4, 2), (2, 1), (7, 1), (1, 1)],
+    [(2048, 32), (512, 32), (128, 32), (96, 32), (64, 32), (80, 16), (48, 24), (40, 20),
+     (32, 16), (24, 12), (16, 8), (12, 6), (10, 5), (8, 4), (6, 3), (4, 2), (2, 1), (7, 1),
+     (1, 1)],
 )  # fmt: skip
 def test_group_count_rule(channels, groups):
     assert group_count(channels) == groups

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -30,7 +31,9 @@ def test_markdown_table_formats_floats_and_missing_values():
         {"model": "Clip|0.1", "err": 4.4, "n": 50},
         {"model": "none", "err": None, "rerr": float("nan"), "n": True},
     ]
-    text = markdown_table(rows, ["model", "err", "rerr", "n"], headers=["Model", "Err", "RErr", "n"])
+    text = markdown_table(
+        rows, ["model", "err", "rerr", "n"], headers=["Model", "Err", "RErr", "n"]
+    )
     assert text == (
         "| Model     | Err  | RErr  | n    |\n"
         "| --------- | ---- | ----- | ---- |\n"
@@ -98,6 +101,9 @@ def test_plot_grid_writes_png(tmp_path):
     assert path.read_bytes().startswith(PNG_MAGIC)
 
 
-def test_plotting_does_not_use_pyplot(tmp_path):
-    plot_error_curves({"a": curve(0.0)}, tmp_path / "a.png")
-    assert "matplotlib.pyplot" not in sys.modules or True  # pyplot may come from other tests
+def test_importing_report_does_not_import_matplotlib():
+    code = "import sys, bitrobust.report; print('matplotlib' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

@@ -24,7 +24,11 @@ def blobs(n: int = 256, seed: int = 0) -> TensorDataset:
 
 
 ARCH = Architecture(
-    model="mlp", dataset="blobs", in_channels=1, image_size=4, num_classes=4,
+    model="mlp",
+    dataset="blobs",
+    in_channels=1,
+    image_size=4,
+    num_classes=4,
     options={"hidden": [32]},
 )
 
@@ -40,7 +44,11 @@ def trained(method: str, **kwargs) -> tuple[torch.nn.Module, QuantScheme]:
 
 @pytest.mark.parametrize(
     "method,kwargs",
-    [("normal", {}), ("clipping", {"w_max": 0.1}), ("randbet", {"w_max": 0.1, "bit_error_rate": 0.05})],
+    [
+        ("normal", {}),
+        ("clipping", {"w_max": 0.1}),
+        ("randbet", {"w_max": 0.1, "bit_error_rate": 0.05}),
+    ],
 )
 def test_every_method_learns_and_respects_its_bound(method, kwargs):
     model, scheme = trained(method, **kwargs)
@@ -55,7 +63,9 @@ def test_randbet_switches_perturbed_pass_on():
     torch.manual_seed(0)
     model = ARCH.build()
     scheme = QuantScheme.preset("rquant", bits=8, w_max=0.1)
-    config = TrainConfig(method="randbet", epochs=3, batch_size=32, lr=0.1, w_max=0.1, progress=False)
+    config = TrainConfig(
+        method="randbet", epochs=3, batch_size=32, lr=0.1, w_max=0.1, progress=False
+    )
     history = train(model, scheme, blobs(), config, device="cpu")
     assert history.perturbed_fraction[-1] > 0.5
 
@@ -107,7 +117,9 @@ def test_trial_is_a_pure_function_of_its_inputs():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     qmodel = QuantizedModel.from_module(model, scheme)
     first = run_trial(model, qmodel, RandomBitErrors(0.2), 7, images, labels)
-    again = run_trial(model, QuantizedModel.from_module(model, scheme), RandomBitErrors(0.2), 7, images, labels)
+    again = run_trial(
+        model, QuantizedModel.from_module(model, scheme), RandomBitErrors(0.2), 7, images, labels
+    )
     assert first == again
     assert first.flips > 0
     for key, value in model.state_dict().items():
@@ -156,7 +168,7 @@ def test_corrupt_or_mismatched_checkpoints_are_user_errors(tmp_path):
 
     with safe_open(str(mismatched), framework="pt") as handle:
         meta = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     meta["architecture"] = meta["architecture"].replace("16", "32")
     save_file(tensors, str(mismatched), metadata=meta)
     with pytest.raises(BitrobustError, match="does not match"):

@@ -70,14 +70,14 @@ def uniform_draws(
 
 
 def bit_planes(codes: torch.Tensor) -> torch.Tensor:
-    """The bits of uint8 ``codes`` as a uint8 tensor of 0/1 with shape ``(*shape, 8)``, LSB first."""
+    """The bits of uint8 ``codes`` as 0/1 uint8 of shape ``(*shape, 8)``, LSB first."""
     _check_codes(codes)
     shifts = _SHIFTS.to(codes.device)
     return (codes.unsqueeze(-1) >> shifts) & 1
 
 
 def pack_bits(planes: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`bit_planes`: ``(*shape, 8)`` of 0/1 (any int or bool dtype) -> uint8 codes."""
+    """Inverse of :func:`bit_planes`: ``(*shape, 8)`` of 0/1 (int or bool) -> uint8 codes."""
     if planes.shape[-1:] != (BITS_PER_CODE,):
         raise ValueError(f"last dimension must be {BITS_PER_CODE}, got shape {tuple(planes.shape)}")
     shifts = _SHIFTS.to(planes.device)

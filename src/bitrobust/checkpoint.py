@@ -103,11 +103,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:  # safetensors raises several types for corrupt files
-        raise BitrobustError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
+        raise BitrobustError(
+            f"checkpoint {path} is corrupt or not a safetensors file ({exc})"
+        ) from None
     if metadata.get("format") != FORMAT:
-        raise BitrobustError(f"checkpoint {path} was not written by bitrobust (no '{FORMAT}' header)")
+        raise BitrobustError(
+            f"checkpoint {path} was not written by bitrobust (no '{FORMAT}' header)"
+        )
     try:
         architecture = Architecture.from_dict(json.loads(metadata["architecture"]))
         scheme = QuantScheme.from_dict(json.loads(metadata["quantization"]))
@@ -118,7 +122,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    wrong_shape = sorted(
+        k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape
+    )
     if missing or unexpected or wrong_shape:
         parts = []
         if missing:
@@ -128,7 +134,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         if wrong_shape:
             parts.append(f"wrong shape for {', '.join(wrong_shape[:3])}")
         raise BitrobustError(
-            f"checkpoint {path} does not match architecture '{architecture.model}': " + "; ".join(parts)
+            f"checkpoint {path} does not match architecture '{architecture.model}': "
+            + "; ".join(parts)
         )
     model.load_state_dict(tensors)
     model.to(device).eval()

@@ -63,14 +63,14 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from bitrobust.checkpoint import Architecture, save_checkpoint
     from bitrobust.data import dataset_info, load_splits
     from bitrobust.evaluate import error_rate, predict
     from bitrobust.experiments.robustness import _subset
     from bitrobust.quant import QuantizedModel, QuantScheme
     from bitrobust.train import TrainConfig, train
-
-    import torch
 
     config = TrainConfig(
         method=args.method,
@@ -110,7 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.out, model, architecture, scheme, {**config.to_dict(), "loss": history.loss}
     )
     images, labels = test_set.tensors
-    err = error_rate(predict(model, QuantizedModel.from_module(model, scheme).dequantized(), images), labels)
+    err = error_rate(
+        predict(model, QuantizedModel.from_module(model, scheme).dequantized(), images), labels
+    )
     payload = {
         "checkpoint": str(path),
         "model": args.model,
@@ -159,12 +161,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--w-max", type=float, help="clipping bound w_max (clipping/randbet), e.g. 0.1")
     p.add_argument(
-        "--bit-error-rate", type=float, default=0.01, help="randbet training bit error rate (default 0.01)"
+        "--bit-error-rate",
+        type=float,
+        default=0.01,
+        help="randbet training bit error rate (default 0.01)",
     )
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
     p.add_argument("--lr", type=float, default=0.05, help="initial learning rate (default 0.05)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, order and patterns")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for initialisation, order and patterns"
+    )
     p.add_argument("--train-limit", type=int, help="use only the first N training examples")
     p.add_argument("--test-limit", type=int, help="report error on the first N test examples")
     p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
@@ -179,12 +186,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from bitrobust.checkpoint import load_checkpoint
     from bitrobust.data import load_dataset
     from bitrobust.evaluate import evaluate_fault_models
     from bitrobust.faults import RandomBitErrors
-
-    import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     checkpoint = load_checkpoint(args.checkpoint, device)
@@ -255,7 +262,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "clean or the faulty model errs) over N patterns per rate.",
     )
     p.add_argument("checkpoint", help="checkpoint written by 'bitrobust train'")
-    p.add_argument("--dataset", help="test dataset (default: the one the checkpoint was trained on)")
+    p.add_argument(
+        "--dataset", help="test dataset (default: the one the checkpoint was trained on)"
+    )
     p.add_argument(
         "--bit-error-rates",
         type=_rates,
@@ -299,7 +308,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "the bit error rate; writes demo.md and demo.png. Uses MNIST if available, else the "
         "8x8 digits bundled with scikit-learn. Results are cached in --out-dir.",
     )
-    p.add_argument("--out-dir", default="bitrobust-demo", help="output folder (default bitrobust-demo)")
+    p.add_argument(
+        "--out-dir", default="bitrobust-demo", help="output folder (default bitrobust-demo)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _add_data_options(p)
     p.set_defaults(handler=cmd_demo)

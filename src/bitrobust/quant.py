@@ -275,9 +275,13 @@ def quantize(tensor: torch.Tensor, scheme: QuantScheme) -> QuantizedTensor:
 
 
 def fake_quantize(tensor: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
-    """Quantize-dequantize in the forward pass with a straight-through (identity) gradient."""
+    """Quantize-dequantize in the forward pass with a straight-through (identity) gradient.
+
+    Written as ``q + (tensor - tensor.detach())`` rather than ``tensor + (q - tensor).detach()``:
+    same gradient, but the forward value is exactly ``q`` (x − x is exactly 0 in floating point).
+    """
     quantized = quantize(tensor, scheme).dequantize().to(tensor.dtype)
-    return tensor + (quantized - tensor).detach()
+    return quantized + (tensor - tensor.detach())
 
 
 def _encode(scaled: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:

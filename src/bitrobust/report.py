@@ -54,7 +54,9 @@ def markdown_table(
     widths = [max(3, *(len(line[i]) for line in table)) for i in range(len(columns))]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(text.ljust(w) for text, w in zip(cells, widths)) + " |"
+        return (
+            "| " + " | ".join(text.ljust(w) for text, w in zip(cells, widths, strict=True)) + " |"
+        )
 
     separator = "| " + " | ".join("-" * w for w in widths) + " |"
     return "\n".join([line(table[0]), separator, *(line(cells) for cells in table[1:])]) + "\n"
@@ -111,13 +113,15 @@ def plot_grid(
 ) -> Path:
     """Several :func:`plot_error_curves` panels in one PNG, titled by the keys of ``panels``.
 
-    Panels fill a grid of ``ncols`` columns (default: up to 3); ``title`` becomes the overall
-    title. Returns the path written.
+    Panels fill a grid of ``ncols`` columns (default: 2 for four panels, else up to 3);
+    ``title`` becomes the overall title. Returns the path written.
     """
     from matplotlib.figure import Figure
 
     count = max(1, len(panels))
-    ncols = min(count, 3) if ncols is None else max(1, min(ncols, count))
+    if ncols is None:
+        ncols = 2 if count == 4 else min(count, 3)
+    ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
     figure = Figure(figsize=(4.5 * ncols, 3.5 * nrows), layout="constrained")
     grid = figure.subplots(nrows, ncols, squeeze=False)
@@ -163,7 +167,11 @@ def _draw_curves(
         ys = [float(row[y]) * y_scale for row in points]
         (line,) = axes.plot(xs, ys, marker="o", markersize=3, label=str(label))
         drawn = True
-        if y_low and y_high and all(_finite(r.get(y_low)) and _finite(r.get(y_high)) for r in points):
+        if (
+            y_low
+            and y_high
+            and all(_finite(r.get(y_low)) and _finite(r.get(y_high)) for r in points)
+        ):
             lows = [float(row[y_low]) * y_scale for row in points]
             highs = [float(row[y_high]) * y_scale for row in points]
             axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -171,7 +179,10 @@ def _draw_curves(
         axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
         return
     if logx:
+        from matplotlib.ticker import FuncFormatter
+
         axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(fontsize="small")
 

@@ -57,7 +57,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise BitrobustError(f"unknown training method '{self.method}' (known: {', '.join(METHODS)})")
+            raise BitrobustError(
+                f"unknown training method '{self.method}' (known: {', '.join(METHODS)})"
+            )
         if self.method in ("clipping", "randbet") and self.w_max is None:
             raise BitrobustError(f"method '{self.method}' needs --w-max (e.g. 0.1)")
         if self.w_max is not None and not (self.w_max > 0 and math.isfinite(self.w_max)):
@@ -105,7 +107,7 @@ def quantized_parameters(model: nn.Module, scheme: QuantScheme) -> dict[str, tor
 def perturbed_parameters(
     model: nn.Module, scheme: QuantScheme, bit_error_rate: float, seed: int, bound: float
 ) -> dict[str, torch.Tensor]:
-    """Weights with a fresh random bit error pattern, projected, with a straight-through gradient."""
+    """Weights with a fresh random bit error pattern, projected; straight-through gradient."""
     with torch.no_grad():
         qmodel = QuantizedModel.from_module(model, scheme)
         faulty = RandomBitErrors(bit_error_rate)(qmodel, seed).dequantized()

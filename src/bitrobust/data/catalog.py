@@ -36,27 +36,58 @@ _DIGIT_NAMES = tuple(str(d) for d in range(10))
 
 # mean/std were computed over the training split returned by load_dataset (float64, then rounded).
 _INFO: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(
-        "mnist", 1, 28, 10, mean=(0.1307,), std=(0.3081,), classes=_DIGIT_NAMES
-    ),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, mean=(0.1307,), std=(0.3081,), classes=_DIGIT_NAMES),
     "fashion-mnist": DatasetInfo(
-        "fashion-mnist", 1, 28, 10, mean=(0.2860,), std=(0.3530,),
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        "fashion-mnist",
+        1,
+        28,
+        10,
+        mean=(0.2860,),
+        std=(0.3530,),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
     "cifar10": DatasetInfo(
-        "cifar10", 3, 32, 10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-        classes=("airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"),
+        "cifar10",
+        3,
+        32,
+        10,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        classes=(
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ),
     ),
-    "digits": DatasetInfo(
-        "digits", 1, 8, 10, mean=(0.0,), std=(1.0,), classes=_DIGIT_NAMES
-    ),
+    "digits": DatasetInfo("digits", 1, 8, 10, mean=(0.3051,), std=(0.3750,), classes=_DIGIT_NAMES),
 }
 
 # Spellings people commonly type, mapped to the canonical name.
-_ALIASES = {"fashion": "fashion-mnist", "fmnist": "fashion-mnist", "cifar": "cifar10",
-            "cifar-10": "cifar10", "fashionmnist": "fashion-mnist"}
+_ALIASES = {
+    "fashion": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+    "cifar": "cifar10",
+    "cifar-10": "cifar10",
+    "fashionmnist": "fashion-mnist",
+}
 
 
 def canonical_name(name: str) -> str:
@@ -94,23 +125,33 @@ class IdxFile:
 # (images, labels) per split; md5 values are those of the original published files.
 IDX_FILES: dict[str, dict[str, tuple[IdxFile, IdxFile]]] = {
     "mnist": {
-        "train": (IdxFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-                  IdxFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")),
-        "test": (IdxFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-                 IdxFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
+        "train": (
+            IdxFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            IdxFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+        ),
+        "test": (
+            IdxFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            IdxFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        ),
     },
     "fashion-mnist": {
-        "train": (IdxFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-                  IdxFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe")),
-        "test": (IdxFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-                 IdxFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310")),
+        "train": (
+            IdxFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            IdxFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+        ),
+        "test": (
+            IdxFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+            IdxFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        ),
     },
 }
 
 # Base URLs tried in order; the file name is appended.
 IDX_MIRRORS: dict[str, tuple[str, ...]] = {
-    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-              "http://yann.lecun.com/exdb/mnist/"),
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
 }
 

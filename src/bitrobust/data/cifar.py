@@ -5,9 +5,10 @@ Each batch is a protocol-2 pickle of a dict with byte-string keys: ``b"data"`` a
 and ``b"labels"`` a list of N ints 0..9. ``batches.meta`` holds ``b"label_names"``.
 
 Pickles can run arbitrary code, so they are loaded with :class:`BatchUnpickler`, which only
-lets through the few numpy functions that rebuild an array. Every batch's structure is checked,
-whatever its checksum: that is what makes any valid copy (official download, the project's
-rebuild, a small test file) load and every malformed one fail with a clear message.
+resolves the few globals that rebuild numpy arrays and byte strings. Every batch's structure is
+checked on every load, whatever the file's checksum: the official download, the project's
+rebuilt archive (other checksums) and small test copies all load, and malformed files fail with
+a message naming the file. (Checksums are still checked for downloads, see ``files.download``.)
 """
 
 from __future__ import annotations
@@ -32,28 +33,40 @@ from bitrobust.data.catalog import (
 from bitrobust.data.files import CorruptDataset, DatasetUnavailable
 
 
-def _numpy_global(module_names: tuple[str, ...], name: str) -> Any:
-    """Return ``name`` from the first of ``module_names`` importable with this numpy version."""
-    for module_name in module_names:
+def _import_first(*module_names: str) -> Any:
+    """Import the first importable of ``module_names`` (numpy 2 renamed numpy.core to _core)."""
+    for module_name in module_names[:-1]:
         try:
-            return getattr(importlib.import_module(module_name), name)
-        except (ImportError, AttributeError):
+            return importlib.import_module(module_name)
+        except ImportError:
             continue
-    raise ImportError(f"numpy has no {name} in {module_names}")
+    return importlib.import_module(module_names[-1])
 
 
-# numpy >= 2 moved numpy.core to numpy._core; pickles written by either version name either one.
-_MULTIARRAY = ("numpy._core.multiarray", "numpy.core.multiarray")
-_NUMERIC = ("numpy._core.numeric", "numpy.core.numeric")
-_ALLOWED_GLOBALS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    ("numpy", "ndarray"): (("numpy",), "ndarray"),
-    ("numpy", "dtype"): (("numpy",), "dtype"),
-    **{(m, "_reconstruct"): (_MULTIARRAY, "_reconstruct") for m in _MULTIARRAY},
-    **{(m, "scalar"): (_MULTIARRAY, "scalar") for m in _MULTIARRAY},  # numpy integer labels
-    **{(m, "_frombuffer"): (_NUMERIC, "_frombuffer") for m in _NUMERIC},  # protocol-5 arrays
-}
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3 uses it to pickle bytes with protocol 2, latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
 
 
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    """The globals a CIFAR-10 batch may name: what rebuilds numpy arrays, and nothing else."""
+    multiarray = _import_first("numpy._core.multiarray", "numpy.core.multiarray")
+    numeric = _import_first("numpy._core.numeric", "numpy.core.numeric")
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,  # bytes in pickles written by Python 3
+    }
+    for core in ("numpy.core", "numpy._core"):  # pickles name whichever numpy wrote them
+        allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = multiarray.scalar  # numpy integer labels
+        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol-5 arrays
+    return allowed
+
+
+_ALLOWED_GLOBALS = _allowed_globals()
 _BATCHES = {"train": CIFAR10_TRAIN_BATCHES, "test": CIFAR10_TEST_BATCHES}
 
 
@@ -70,7 +83,7 @@ class BatchUnpickler(pickle.Unpickler):
                 f"{self.source} refers to {module}.{name}; a CIFAR-10 batch only holds numpy "
                 "arrays and lists, so it was not loaded (untrusted or wrong file)"
             )
-        return _numpy_global(*_ALLOWED_GLOBALS[(module, name)])
+        return _ALLOWED_GLOBALS[(module, name)]
 
 
 def unpickle(raw: bytes, source: str) -> Any:
@@ -88,8 +101,13 @@ def check_batch(obj: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(obj, dict) or b"data" not in obj or b"labels" not in obj:
         raise CorruptDataset(f"{source} is not a CIFAR-10 batch (no b'data'/b'labels' entries)")
     data, labels = obj[b"data"], obj[b"labels"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * 32 * 32 or data.shape[0] == 0:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or data.shape[0] == 0
+    ):
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise CorruptDataset(f"{source}: data is {desc}, expected uint8 (N, 3072)")
     try:

@@ -32,7 +32,9 @@ def pick_dataset(data_dir: str | os.PathLike | None) -> str:
         load_splits("mnist", data_dir)
         return "mnist"
     except BitrobustError as exc:
-        print(f"notice: MNIST unavailable ({exc}); using scikit-learn's 8x8 digits", file=sys.stderr)
+        print(
+            f"notice: MNIST unavailable ({exc}); using scikit-learn's 8x8 digits", file=sys.stderr
+        )
         return "digits"
 
 

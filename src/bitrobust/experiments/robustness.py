@@ -22,7 +22,6 @@ from torch.utils.data import TensorDataset
 from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
 from bitrobust.data import dataset_info, load_splits
 from bitrobust.evaluate import evaluate_bit_errors
-from bitrobust.models import build_model
 from bitrobust.quant import QuantScheme
 from bitrobust.train import TrainConfig, train
 
@@ -192,7 +191,11 @@ def _train_variant(
         model,
         architecture,
         scheme,
-        {**config.to_dict(), "loss": history.loss, "perturbed_fraction": history.perturbed_fraction},
+        {
+            **config.to_dict(),
+            "loss": history.loss,
+            "perturbed_fraction": history.perturbed_fraction,
+        },
     )
     return model, scheme
 

@@ -65,9 +65,7 @@ def ordering_check(records: list[dict[str, Any]]) -> list[str]:
         top = {v: by_variant[v]["results"][-1] for v in order}
         rate = next(iter(top.values()))["bit_error_rate"] if top else None
         values = ", ".join(f"{v} {100 * top[v]['rerr_mean']:.2f}" for v in order)
-        holds = all(
-            top[a]["rerr_mean"] >= top[b]["rerr_mean"] for a, b in zip(order, order[1:])
-        )
+        holds = all(top[a]["rerr_mean"] >= top[b]["rerr_mean"] for a, b in zip(order, order[1:]))
         verdict = "holds" if holds else "does NOT hold"
         err = {v: 100 * by_variant[v]["err"] for v in order}
         cost = err.get("RandBET 0.1", float("nan")) - err.get("RQuant", float("nan"))
@@ -112,7 +110,8 @@ def reproduce(
         "",
         f"Model: {study.model} {study.model_options}, {study.epochs} epochs, "
         f"train examples: {study.train_limit or 'all'}, first {study.test_limit} test examples, "
-        f"{study.patterns} patterns per rate (seeds {study.seed}..{study.seed + study.patterns - 1}, "
+        f"{study.patterns} patterns per rate "
+        f"(seeds {study.seed}..{study.seed + study.patterns - 1}, "
         "nested across rates). RErr = an example is wrong if the clean or the faulty model errs; "
         "values are means over patterns in %.",
         "",

@@ -97,7 +97,8 @@ def group_count(channels: int, candidates: Sequence[int] = GROUP_CANDIDATES) -> 
     """Number of group-norm groups for ``channels``, following the authors' rule.
 
     The first candidate (32, 24, 16, 8), each capped at ``channels // 2``, that divides
-    ``channels``; 1 if none does. Examples: 64 → 32, 48 → 24, 16 → 8, 6 → 3, 7 → 1, 1 → 1.
+    ``channels``; 1 if none does. Examples: 64 → 32, 80 → 16, 48 → 24, 40 → 20 (the cap
+    applies before the divisibility test), 16 → 8, 6 → 3, 7 → 1, 1 → 1.
     """
     half = channels // 2
     for candidate in candidates:

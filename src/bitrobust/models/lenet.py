@@ -48,7 +48,7 @@ class LeNet5(nn.Module):
         self.normalize = Normalize(input_mean, input_std)
         layers: list[nn.Module] = []
         channels, size = in_channels, image_size
-        for out_channels, padding in zip((6, 16), conv_paddings(image_size)):
+        for out_channels, padding in zip((6, 16), conv_paddings(image_size), strict=True):
             layers += [
                 nn.Conv2d(channels, out_channels, 5, padding=padding),
                 make_norm(norm, out_channels),

@@ -85,7 +85,9 @@ class ResNet20(nn.Module):
             raise BitrobustError(f"width must be a positive number, got {width!r}")
         check_norm(norm)
         if shortcut not in SHORTCUTS:
-            raise BitrobustError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
+            raise BitrobustError(
+                f"shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}"
+            )
         widths = [max(1, round(base * width)) for base in (16, 32, 64)]
 
         self.normalize = Normalize(input_mean, input_std)
