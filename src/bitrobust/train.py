@@ -235,4 +235,6 @@ def _progress(iterable, description: str, enabled: bool):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        iterable, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None
+    )

@@ -23,7 +23,9 @@ from bitrobust.experiments.robustness import (
     run_study,
 )
 
-DEMO_VARIANTS = tuple(v for v in STUTZ_VARIANTS if v.label != "Clipping 0.05")
+DEMO_VARIANTS = tuple(
+    v for v in STUTZ_VARIANTS if v.label in ("Normal", "RQuant", "Clipping 0.1", "RandBET 0.1")
+)
 
 
 def pick_dataset(data_dir: str | os.PathLike | None) -> str:
@@ -46,10 +48,9 @@ def demo_settings(dataset: str) -> StudySettings:
         variants=DEMO_VARIANTS,
         model="mlp",
         model_options={"hidden": [256, 256]},
-        epochs=30 if small else 3,
+        epochs=30 if small else 5,
         batch_size=64 if small else 128,
-        train_limit=None if small else 30000,
-        test_limit=None if small else 3000,
+        test_limit=None if small else 5000,
         bit_error_rates=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1),
         patterns=10,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ class Variant:
 
     @property
     def slug(self) -> str:
-        return self.label.lower().replace(" ", "-").replace(".", "")
+        return re.sub(r"[^a-z0-9]+", "-", self.label.lower().replace(".", "")).strip("-")
 
 
 STUTZ_VARIANTS = (
@@ -47,6 +48,7 @@ STUTZ_VARIANTS = (
     Variant("Clipping 0.1", "rquant", "clipping", w_max=0.1),
     Variant("Clipping 0.05", "rquant", "clipping", w_max=0.05),
     Variant("RandBET 0.1", "rquant", "randbet", w_max=0.1, bit_error_rate=0.01),
+    Variant("RandBET 0.1 p=5%", "rquant", "randbet", w_max=0.1, bit_error_rate=0.05),
 )
 
 
