@@ -54,6 +54,7 @@ __all__ = [
     "load_dataset",
     "load_splits",
     "resolve_data_dir",
+    "subset",
 ]
 
 DATA_DIR_ENV = "BITROBUST_DATA_DIR"
@@ -163,3 +164,12 @@ def _digits(split: str) -> TensorDataset:
     images = (bunch.images[rows] / 16.0).astype(np.float32)[:, None]
     labels = bunch.target[rows].astype(np.int64)
     return TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+def subset(dataset: TensorDataset, limit: int | None) -> TensorDataset:
+    """The first ``limit`` examples of an in-memory dataset (all of it when ``limit`` is None)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    if limit < 0:
+        raise BitrobustError(f"a limit on the number of examples must be >= 0, got {limit}")
+    return TensorDataset(*(tensor[:limit] for tensor in dataset.tensors))

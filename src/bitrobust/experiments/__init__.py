@@ -1,7 +1,27 @@
 """Ready-made studies: the demo and the reproductions of the papers' experiments.
 
-Each study is a function of a settings object (with a ``quick`` and a full preset) that trains the
-models it needs, evaluates them, and writes Markdown tables, plots and a JSON record to an output
-folder. Trained checkpoints and per-model results are cached there, so an interrupted study
-resumes where it stopped.
+Each study module has ``reproduce(out_dir, quick, data_dir, command, device) -> dict`` (with at
+least ``mode``, ``report``, ``findings`` and ``seconds``) that trains the models it needs,
+evaluates them, and writes Markdown tables, plots and a JSON record to ``out_dir``. Trained
+checkpoints and per-model results are cached there, so an interrupted study resumes where it
+stopped. Register a new study in ``STUDIES``.
 """
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from bitrobust.errors import BitrobustError
+
+STUDIES: dict[str, str] = {
+    "stutz2021": "Stutz et al. 2021: Normal, RQuant, Clipping (w_max 0.1, 0.05) and RandBET at "
+    "8 and 4 bit on MNIST and Fashion-MNIST; RErr vs random bit error rate",
+}
+
+
+def load_study(name: str) -> ModuleType:
+    """The module implementing study ``name``."""
+    if name not in STUDIES:
+        raise BitrobustError(f"unknown study {name!r} (known: {', '.join(STUDIES)})")
+    return importlib.import_module(f"bitrobust.experiments.{name}")

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
-from bitrobust.data import dataset_info, load_splits
+from bitrobust.data import dataset_info, load_splits, subset
 from bitrobust.evaluate import evaluate_bit_errors
 from bitrobust.quant import QuantScheme
 from bitrobust.train import TrainConfig, train
@@ -71,12 +71,6 @@ class StudySettings:
     seed: int = 0
 
 
-def _subset(dataset: TensorDataset, limit: int | None) -> TensorDataset:
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return TensorDataset(*(t[:limit] for t in dataset.tensors))
-
-
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -101,8 +95,8 @@ def run_study(
     records = []
     for dataset in settings.datasets:
         train_set, test_set = load_splits(dataset, data_dir)
-        train_set = _subset(train_set, settings.train_limit)
-        test_set = _subset(test_set, settings.test_limit)
+        train_set = subset(train_set, settings.train_limit)
+        test_set = subset(test_set, settings.test_limit)
         info = dataset_info(dataset)
         for bits in settings.bits:
             for variant in settings.variants:

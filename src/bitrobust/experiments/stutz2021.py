@@ -99,9 +99,10 @@ def reproduce(
         "mode": "quick" if quick else "full",
         "settings": {**asdict(study), "variants": [asdict(v) for v in study.variants]},
         "records": records,
-        "ordering": checks,
+        "findings": checks,
         "seconds": round(elapsed, 1),
         "plot": plot.name,
+        "report": str(out / "stutz2021.md"),
     }
     (out / "stutz2021.json").write_text(json.dumps(summary, indent=1))
     lines = [
