@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bitrobust.checkpoint import Architecture, save_checkpoint
     from bitrobust.data import dataset_info, load_splits, subset
     from bitrobust.evaluate import error_rate, predict
-        from bitrobust.quant import QuantizedModel, QuantScheme
+    from bitrobust.quant import QuantizedModel, QuantScheme
     from bitrobust.train import TrainConfig, train
 
     config = TrainConfig(

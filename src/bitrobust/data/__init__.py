@@ -42,6 +42,7 @@ from bitrobust.data.catalog import (
     dataset_info,
 )
 from bitrobust.data.files import HOW_TO_FIX, CorruptDataset, DatasetUnavailable
+from bitrobust.errors import BitrobustError
 
 __all__ = [
     "DATASETS",
