@@ -107,3 +107,27 @@ def test_flip_mask_rejects_bad_rates():
         flip_mask(codes, draws[:2], 0.1, 0.1)
     with pytest.raises(TypeError):
         flip_mask(codes.long(), draws, 0.1, 0.1)
+
+
+@pytest.mark.parametrize("value_bits,rate", [(8, 0.01), (4, 0.2), (2, 0.5), (8, 1.0), (8, 0.0)])
+def test_sparse_flip_mask_rate_and_protected_bits(value_bits, rate):
+    """Sparse sampling: flip count within 5 sigma of n·p, never outside the low value bits."""
+    from bitrobust.bits import popcount, sparse_flip_mask
+
+    shape = (300, 70)
+    mask = sparse_flip_mask(shape, value_bits, rate, torch.Generator().manual_seed(3))
+    assert mask.shape == shape and mask.dtype == torch.uint8
+    assert not bool((mask & (0xFF << value_bits) & 0xFF).any())
+    n = 300 * 70 * value_bits
+    flips = int(popcount(mask).sum())
+    assert abs(flips - n * rate) <= 5 * (n * rate * (1 - rate)) ** 0.5 + 1e-9
+    again = sparse_flip_mask(shape, value_bits, rate, torch.Generator().manual_seed(3))
+    assert torch.equal(mask, again)
+
+
+def test_sparse_flip_mask_is_uniform_over_bit_positions():
+    from bitrobust.bits import bit_planes, sparse_flip_mask
+
+    mask = sparse_flip_mask((20000,), 8, 0.05, torch.Generator().manual_seed(0))
+    per_bit = bit_planes(mask).float().mean(dim=0)
+    assert torch.all((per_bit - 0.05).abs() < 0.01)

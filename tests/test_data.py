@@ -547,3 +547,15 @@ def test_digits_shapes_and_deterministic_split():
     again = load_dataset("digits", "train")
     assert torch.equal(again.tensors[0], x_train) and torch.equal(again.tensors[1], y_train)
     assert y_train[:10].tolist() == list(range(10))
+
+
+def test_cifar10_archive_of_official_size_must_have_official_md5(tmp_path, monkeypatch):
+    """A local archive the size of the official download is checked against the official md5."""
+    from bitrobust.data.catalog import CIFAR10_SIZE
+
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    with open(folder / "cifar-10-python.tar.gz", "wb") as handle:
+        handle.truncate(CIFAR10_SIZE)  # sparse: as large as the official file, wrong content
+    with pytest.raises(CorruptDataset, match="md5"):
+        load_dataset("cifar10", "test", tmp_path, download=False)

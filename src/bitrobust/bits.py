@@ -13,6 +13,7 @@ a lower rate gives a subset of the flips at a higher rate (nesting).
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
 import sys
 
@@ -134,3 +135,35 @@ def flip_mask(
 def _check_codes(codes: torch.Tensor) -> None:
     if codes.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 tensor of codes, got {codes.dtype}")
+
+
+def sparse_flip_mask(
+    shape: tuple[int, ...] | torch.Size,
+    value_bits: int,
+    rate: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """XOR mask flipping each of the low ``value_bits`` bits of each code with probability ``rate``.
+
+    Exactly i.i.d. Bernoulli(rate) per bit, like :func:`flip_mask`, but it costs time in the
+    number of flips rather than the number of bits: the flip count is drawn from
+    Binomial(n, rate) and that many distinct bit positions are chosen uniformly. Much faster at
+    small rates (e.g. RandBET's fresh pattern every training step); but the same generator state
+    at two rates does not give nested patterns, so evaluation sweeps use :func:`flip_mask`.
+    """
+    check_rate(rate, "bit error rate")
+    n_codes = math.prod(shape)
+    n_bits = n_codes * value_bits
+    mask = torch.zeros(n_codes, dtype=torch.int32)
+    if n_bits and rate > 0:
+        trials, probability = torch.tensor(float(n_bits)), torch.tensor(float(rate))
+        count = int(torch.binomial(trials, probability, generator))
+        chosen = torch.empty(0, dtype=torch.int64)
+        while len(chosen) < count:  # distinct positions; few rounds since count << n_bits
+            draw = torch.randint(n_bits, (count - len(chosen),), generator=generator)
+            chosen = torch.unique(torch.cat([chosen, draw]))
+        if len(chosen) > count:
+            chosen = chosen[torch.randperm(len(chosen), generator=generator)[:count]]
+        powers = torch.ones_like(chosen, dtype=torch.int32) << (chosen % value_bits).to(torch.int32)
+        mask.index_add_(0, chosen // value_bits, powers)  # positions are distinct: sum == OR
+    return mask.to(torch.uint8).reshape(tuple(shape))

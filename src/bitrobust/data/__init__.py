@@ -31,6 +31,7 @@ from bitrobust.data.catalog import (
     CIFAR10_ARCHIVE,
     CIFAR10_FOLDER,
     CIFAR10_MD5,
+    CIFAR10_SIZE,
     CIFAR10_URL,
     DATASETS,
     IDX_FILES,
@@ -145,6 +146,8 @@ def _cifar10_source(root: Path, download: bool) -> Path:
     archive = root / "cifar10" / CIFAR10_ARCHIVE
     candidates = (root / "cifar10" / CIFAR10_FOLDER, root / CIFAR10_FOLDER, archive)
     for candidate in candidates:
+        if candidate.is_file() and candidate.stat().st_size == CIFAR10_SIZE:
+            files.verify_md5(candidate, CIFAR10_MD5)  # the official download: checksum it
         if candidate.exists():
             return candidate
     if not download:

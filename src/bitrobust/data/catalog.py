@@ -159,6 +159,10 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+# Size of the official archive: a local file of exactly this size is taken to be the official
+# download and must then have the official md5. Other copies (such as shared/data's rebuild,
+# with the official images, labels and order but other bytes) are checked by structure.
+CIFAR10_SIZE = 170498071
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCHES = ("test_batch",)
 CIFAR10_META = "batches.meta"

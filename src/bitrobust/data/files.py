@@ -40,6 +40,26 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
     return (str(path.absolute()), st.st_size, st.st_mtime_ns)
 
 
+def verify_md5(path: Path, md5: str) -> None:
+    """Check that ``path`` has the md5 ``md5`` (streamed; cached like :func:`read_verified`)."""
+    try:
+        key = _stat_key(path)
+        if _VERIFIED.get(key) == md5:
+            return
+        digest = hashlib.md5()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DatasetUnavailable(f"cannot read {path}: {exc.strerror or exc}") from None
+    if digest.hexdigest() != md5:
+        raise CorruptDataset(
+            f"{path} has md5 {digest.hexdigest()}, expected {md5} (corrupt or not the original "
+            "file); delete it to download it again"
+        )
+    _VERIFIED[key] = md5
+
+
 def read_verified(path: Path, md5: str) -> bytes:
     """Return the bytes of ``path`` after checking they have the md5 ``md5``.
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from bitrobust.bits import stable_seed
 from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
 from bitrobust.data import dataset_info, load_splits, subset
 from bitrobust.evaluate import evaluate_bit_errors
@@ -101,16 +102,21 @@ def run_study(
         for bits in settings.bits:
             for variant in settings.variants:
                 name = f"{dataset}-{bits}bit-{variant.slug}"
+                train_key = _train_fingerprint(settings, info.name, bits, variant)
+                eval_key = _eval_fingerprint(settings, train_key)
                 result_path = out / "results" / f"{name}.json"
-                if result_path.exists():
+                cached = _read_json(result_path)
+                if cached is not None and cached.get("fingerprint") == eval_key:
                     _log(f"[{name}] cached result")
-                    records.append(json.loads(result_path.read_text()))
+                    records.append(cached)
                     continue
                 ckpt_path = out / "checkpoints" / f"{name}.safetensors"
                 started = time.time()
-                if ckpt_path.exists():
+                checkpoint = (
+                    load_checkpoint(ckpt_path, device or "cpu") if ckpt_path.exists() else None
+                )
+                if checkpoint is not None and checkpoint.training.get("fingerprint") == train_key:
                     _log(f"[{name}] cached checkpoint")
-                    checkpoint = load_checkpoint(ckpt_path, device or "cpu")
                     model, scheme = checkpoint.model, checkpoint.scheme
                 else:
                     model, scheme = _train_variant(
@@ -132,11 +138,13 @@ def run_study(
                 )
                 record = {
                     "name": name,
+                    "fingerprint": eval_key,
                     "dataset": dataset,
                     "bits": bits,
                     "variant": variant.label,
                     "variant_spec": asdict(variant),
                     "quantization": scheme.name,
+                    "checkpoint": str(ckpt_path.relative_to(out)),
                     "train_seconds": round(train_seconds, 1),
                     "eval_seconds": round(time.time() - started, 1),
                     **report,
@@ -145,6 +153,36 @@ def run_study(
                 _atomic_write(result_path, json.dumps(record, indent=1))
                 records.append(record)
     return records
+
+
+def _train_fingerprint(settings: StudySettings, dataset: str, bits: int, variant: Variant) -> str:
+    """Hash of everything that determines a trained model: a cached one is reused only if equal."""
+    key = {
+        "dataset": dataset,
+        "bits": bits,
+        "variant": asdict(variant),
+        "model": settings.model,
+        "model_options": settings.model_options,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "train_limit": settings.train_limit,
+        "seed": settings.seed,
+    }
+    return f"{stable_seed(json.dumps(key, sort_keys=True)):016x}"
+
+
+def _eval_fingerprint(settings: StudySettings, train_key: str) -> str:
+    """Hash of the trained model's fingerprint and everything that determines its evaluation."""
+    key = [train_key, settings.test_limit, list(settings.bit_error_rates), settings.patterns]
+    return f"{stable_seed(json.dumps(key)):016x}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or half-written: recompute
 
 
 def _train_variant(
@@ -189,6 +227,7 @@ def _train_variant(
         scheme,
         {
             **config.to_dict(),
+            "fingerprint": _train_fingerprint(settings, info.name, bits, variant),
             "loss": history.loss,
             "perturbed_fraction": history.perturbed_fraction,
         },

@@ -47,7 +47,7 @@ def settings(quick: bool) -> StudySettings:
         bits=(8, 4),
         model="mlp",
         model_options={"hidden": [512, 512]},
-        epochs=20,
+        epochs=15,
         test_limit=9000,
         bit_error_rates=MNIST_RATES,
         patterns=25,
