@@ -33,7 +33,7 @@ SMALL = {
 
 
 def test_list_models():
-    assert list_models() == ["lenet5", "mlp", "resnet20", "simplenet"]
+    assert list_models() == ["bnn-mlp", "lenet5", "mlp", "resnet20", "simplenet", "vgg3", "vgg7"]
 
 
 @pytest.mark.parametrize("name", ["lenet5", "mlp", "resnet20", "simplenet"])

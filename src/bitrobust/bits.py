@@ -156,14 +156,17 @@ def sparse_flip_mask(
     n_bits = n_codes * value_bits
     mask = torch.zeros(n_codes, dtype=torch.int32)
     if n_bits and rate > 0:
-        trials, probability = torch.tensor(float(n_bits)), torch.tensor(float(rate))
-        count = int(torch.binomial(trials, probability, generator))
-        chosen = torch.empty(0, dtype=torch.int64)
-        while len(chosen) < count:  # distinct positions; few rounds since count << n_bits
-            draw = torch.randint(n_bits, (count - len(chosen),), generator=generator)
-            chosen = torch.unique(torch.cat([chosen, draw]))
-        if len(chosen) > count:
-            chosen = chosen[torch.randperm(len(chosen), generator=generator)[:count]]
+        if rate > 0.05:  # dense regime: one draw per bit is cheaper than drawing positions
+            chosen = torch.nonzero(torch.rand(n_bits, generator=generator) < rate).squeeze(1)
+        else:
+            trials, probability = torch.tensor(float(n_bits)), torch.tensor(float(rate))
+            count = int(torch.binomial(trials, probability, generator))
+            chosen = torch.empty(0, dtype=torch.int64)
+            while len(chosen) < count:  # distinct positions; few rounds as count << n_bits
+                draw = torch.randint(n_bits, (count - len(chosen),), generator=generator)
+                chosen = torch.unique(torch.cat([chosen, draw]))
+            if len(chosen) > count:
+                chosen = chosen[torch.randperm(len(chosen), generator=generator)[:count]]
         powers = torch.ones_like(chosen, dtype=torch.int32) << (chosen % value_bits).to(torch.int32)
         mask.index_add_(0, chosen // value_bits, powers)  # positions are distinct: sum == OR
     return mask.to(torch.uint8).reshape(tuple(shape))

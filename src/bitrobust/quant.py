@@ -14,6 +14,14 @@ Codes are ``uint8``: offset binary (0 ↦ 2^(m−1)) when ``unsigned``, else the
 complement pattern. Bits m..7 are never used ("protected"). Truncation, as the paper's integer
 cast, is applied to the stored integer: toward zero for two's complement, and so toward −∞
 for offset binary (the cast happens after adding 2^(m−1)).
+
+The :data:`BINARY` scheme stores the weights of binarized networks as 1-bit codes: bit 0 is 1
+for +1 (w > 0) and 0 for −1, bits 1..7 are protected, and a bit flip is a sign change.
+
+Which parameters are stored, and with which scheme, is decided per parameter by
+:func:`parameter_schemes`: a module may declare a ``quantization_scheme`` for the parameters
+it holds (binarized layers declare :data:`BINARY`; a binarized network declares ``None`` so that
+its batch norm stays float, outside the faulty memory).
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ PRESETS: tuple[str, ...] = (
     "perlayer-asym-unsigned",
 )
 
-_FLAGS = ("per_layer", "symmetric", "unsigned", "rounding")
+_FLAGS = ("per_layer", "symmetric", "unsigned", "rounding", "binary")
+BINARY_NAME = "binary"
 _NAME_RE = re.compile(
     r"q(?P<bits>\d+)-(?P<range>perlayer|global)-(?P<sym>sym|asym)-(?P<unsigned>unsigned|signed)"
     r"-(?P<round>round|trunc)(?:-wmax(?P<w_max>.+))?"
@@ -56,6 +65,10 @@ class QuantScheme:
 
     ``w_max`` caps the per-layer range (the paper's clipped adaptive quantization) or, for the
     global scheme, is the fixed range q_max (``None`` becomes 1.0).
+
+    ``binary=True`` (only with ``bits=1`` and the other fields at their defaults; use
+    :data:`BINARY`) stores the sign of each weight in one bit and dequantizes to ±1. Multi-bit
+    schemes need ``bits`` in 2..8.
     """
 
     bits: int = 8
@@ -64,12 +77,21 @@ class QuantScheme:
     unsigned: bool = True
     rounding: bool = True
     w_max: float | None = None
+    binary: bool = False
 
     def __post_init__(self) -> None:
-        check_bits(self.bits)
         for flag in _FLAGS:
             if not isinstance(getattr(self, flag), bool):
                 raise BitrobustError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.binary:
+            layout = (self.per_layer, self.symmetric, self.unsigned, self.rounding, self.w_max)
+            if self.bits != 1 or layout != (True, True, True, True, None):
+                raise BitrobustError(
+                    "a binary scheme stores one sign bit per weight: it needs bits=1 and no "
+                    "range, layout or rounding options (use bitrobust.quant.BINARY)"
+                )
+            return
+        check_bits(self.bits)
         if not self.per_layer and not self.symmetric:
             raise BitrobustError("asymmetric quantization needs per_layer=True")
         w_max = self.w_max
@@ -81,7 +103,10 @@ class QuantScheme:
 
     @property
     def name(self) -> str:
-        """Every field in one string, e.g. ``q8-perlayer-asym-unsigned-round-wmax0.1``."""
+        """Every field in one string, e.g. ``q8-perlayer-asym-unsigned-round-wmax0.1``, or
+        ``binary``."""
+        if self.binary:
+            return BINARY_NAME
         parts = [
             f"q{self.bits}",
             "perlayer" if self.per_layer else "global",
@@ -96,6 +121,8 @@ class QuantScheme:
     @classmethod
     def from_name(cls, name: str) -> QuantScheme:
         """Parse a string made by :attr:`name`."""
+        if name == BINARY_NAME:
+            return cls(bits=1, binary=True)
         match = _NAME_RE.fullmatch(name) if isinstance(name, str) else None
         if match is None:
             raise BitrobustError(
@@ -142,8 +169,9 @@ class QuantScheme:
         ``normal``: global fixed range q_max = w_max or 1, symmetric, unsigned, truncated;
         ``perlayer``, ``perlayer-asym``, ``perlayer-asym-unsigned``: the poster's ablation
         ladder (per-layer symmetric signed truncated, then + asymmetric, then + unsigned;
-        + rounding is ``rquant``).
+        + rounding is ``rquant``). Binarized weights are not a preset: see :data:`BINARY`.
         """
+        check_bits(bits)
         common = {"bits": bits, "w_max": w_max}
         if name == "rquant":
             return cls(per_layer=True, symmetric=False, unsigned=True, rounding=True, **common)
@@ -161,13 +189,17 @@ class QuantScheme:
 
     @property
     def levels(self) -> int:
-        """L = 2^(m−1) − 1, the largest magnitude of a code's integer value."""
-        return 2 ** (self.bits - 1) - 1
+        """L = 2^(m−1) − 1, the largest magnitude of a code's integer value (1 if binary)."""
+        return 1 if self.binary else 2 ** (self.bits - 1) - 1
 
     @property
     def protected_mask(self) -> int:
-        """Code bits that are never used nor flipped (bits m..7)."""
-        return _bits.protected_mask(self.bits)
+        """Code bits that are never used nor flipped (bits m..7; bits 1..7 if binary)."""
+        return 0xFE if self.binary else _bits.protected_mask(self.bits)
+
+
+BINARY = QuantScheme(bits=1, binary=True)
+"""1-bit sign codes of binarized networks: code 1 ↦ +1 (w > 0), code 0 ↦ −1; bits 1..7 protected."""
 
 
 def _check_w_max(value: object) -> float:
@@ -208,6 +240,8 @@ class QuantizedTensor:
     @property
     def step(self) -> torch.Tensor:
         """Δ in weight units: the spacing of representable weights (0-dim float32)."""
+        if self.scheme.binary:
+            return 2 * self.scale
         if self.scheme.symmetric:
             return self.scale
         return self.scale * (self.high - self.low) / 2
@@ -216,7 +250,7 @@ class QuantizedTensor:
         """The signed integer each code stands for (int32): in [−2^(m−1), 2^(m−1) − 1].
 
         Bits m..7 are ignored; two's complement codes are sign-extended from bit m−1 and
-        offset-binary codes have 2^(m−1) subtracted.
+        offset-binary codes have 2^(m−1) subtracted. Binary codes stand for −1 and +1.
         """
         return _decode(self.codes, self.scheme)
 
@@ -241,6 +275,11 @@ def quantize(tensor: torch.Tensor, scheme: QuantScheme) -> QuantizedTensor:
     weights = tensor.detach().to(torch.float32)
     levels = scheme.levels
     device = weights.device
+    if scheme.binary:
+        one = torch.ones((), dtype=torch.float32, device=device)
+        return QuantizedTensor(
+            codes=(weights > 0).to(torch.uint8), scheme=scheme, scale=one, low=-one, high=one
+        )
 
     def scalar(value: float | torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(())
@@ -274,12 +313,37 @@ def quantize(tensor: torch.Tensor, scheme: QuantScheme) -> QuantizedTensor:
     return QuantizedTensor(codes=codes, scheme=scheme, scale=delta, low=low, high=high)
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``value``; backward: the incoming gradient goes to ``x`` unchanged."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass with the identity gradient to ``x``: one op, where
+    ``x + (value - x).detach()`` would take three passes over the tensor."""
+    return _StraightThrough.apply(x, value.detach())
+
+
 def fake_quantize(tensor: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
     """Quantize-dequantize in the forward pass with a straight-through (identity) gradient.
 
     Written as ``q + (tensor - tensor.detach())`` rather than ``tensor + (q - tensor).detach()``:
     same gradient, but the forward value is exactly ``q`` (x − x is exactly 0 in floating point).
+    Binary schemes take a shortcut with the same values: ±1 straight from the sign test.
     """
+    if scheme.binary:
+        return straight_through(tensor, torch.where(tensor > 0, 1.0, -1.0).to(tensor.dtype))
     quantized = quantize(tensor, scheme).dequantize().to(tensor.dtype)
     return quantized + (tensor - tensor.detach())
 
@@ -297,6 +361,8 @@ def _encode(scaled: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
 
 def _decode(codes: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
     """uint8 codes -> int32 integer values (bits m..7 ignored)."""
+    if scheme.binary:
+        return (codes & 1).to(torch.int32) * 2 - 1
     half = 2 ** (scheme.bits - 1)
     values = (codes & _bits.value_mask(scheme.bits)).to(torch.int32)
     if scheme.unsigned:
@@ -304,22 +370,64 @@ def _decode(codes: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
     return values - ((values >> (scheme.bits - 1)) & 1) * (2 * half)
 
 
+def parameter_schemes(module: nn.Module, scheme: QuantScheme) -> dict[str, QuantScheme]:
+    """Trainable parameter name -> the scheme it is stored with, in ``named_parameters()`` order.
+
+    Parameters missing from the result are not stored in the (faulty) weight memory: they stay
+    float and are never quantized, faulted or projected. The rule: a module may declare a
+    ``quantization_scheme`` attribute, a :class:`QuantScheme` or ``None`` (keep float), which
+    applies to the parameters of that module and of its submodules; the nearest declaration
+    above a parameter wins, and without one the model-level ``scheme`` applies. So a model
+    that declares nothing is quantized entirely with ``scheme``; a binarized network declares
+    ``None`` at its root and :data:`BINARY` on its binarized layers.
+    """
+    declared: dict[str, QuantScheme | None] = {}
+    for prefix, sub in module.named_modules():
+        if hasattr(sub, "quantization_scheme"):
+            value = sub.quantization_scheme
+            if value is not None and not isinstance(value, QuantScheme):
+                raise TypeError(
+                    f"{type(sub).__name__}.quantization_scheme must be a QuantScheme or None, "
+                    f"got {value!r}"
+                )
+            declared[prefix] = value
+    schemes = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        owner = name.rpartition(".")[0]
+        chosen: QuantScheme | None = scheme
+        while True:
+            if owner in declared:
+                chosen = declared[owner]
+                break
+            if not owner:
+                break
+            owner = owner.rpartition(".")[0]
+        if chosen is not None:
+            schemes[name] = chosen
+    return schemes
+
+
 @dataclass(frozen=True, eq=False)
 class QuantizedModel:
-    """Codes for every trainable parameter (``requires_grad``) of a module, by parameter name,
-    in ``named_parameters()`` order. Buffers (e.g. batch-norm statistics) are not quantized.
-    Immutable: :meth:`with_codes` returns a new object."""
+    """Codes for the stored parameters of a module, by parameter name, in ``named_parameters()``
+    order: every trainable parameter (``requires_grad``) unless the module chooses otherwise
+    (:func:`parameter_schemes`). Buffers (e.g. batch-norm statistics) are not quantized.
+    ``scheme`` is the model-level scheme; each tensor carries its own. Immutable:
+    :meth:`with_codes` returns a new object."""
 
     tensors: dict[str, QuantizedTensor]
     scheme: QuantScheme
 
     @classmethod
     def from_module(cls, module: nn.Module, scheme: QuantScheme) -> QuantizedModel:
-        """Quantize each trainable parameter of ``module`` with its own range."""
+        """Quantize each stored parameter of ``module`` with its own range and scheme
+        (``scheme`` unless the module declares another, see :func:`parameter_schemes`)."""
+        params = dict(module.named_parameters())
         tensors = {
-            name: quantize(param, scheme)
-            for name, param in module.named_parameters()
-            if param.requires_grad
+            name: quantize(params[name], param_scheme)
+            for name, param_scheme in parameter_schemes(module, scheme).items()
         }
         return cls(tensors=tensors, scheme=scheme)
 
@@ -343,8 +451,8 @@ class QuantizedModel:
         return dataclasses.replace(self, tensors=tensors)
 
     def num_bits(self) -> int:
-        """Total number of stored, unprotected bits (m per weight)."""
-        return sum(qt.codes.numel() for qt in self.tensors.values()) * self.scheme.bits
+        """Total number of stored, unprotected bits (m per weight of an m-bit tensor)."""
+        return sum(qt.codes.numel() * qt.scheme.bits for qt in self.tensors.values())
 
     def num_weights(self) -> int:
         """Total number of quantized values."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from bitrobust.errors import BitrobustError
 
-COMMAND_MODULES = ("train", "evaluate", "studies")
+COMMAND_MODULES = ("train", "evaluate", "studies", "sram", "bnn", "hw")
 
 
 def build_parser() -> argparse.ArgumentParser:

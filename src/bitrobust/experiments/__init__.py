@@ -17,6 +17,9 @@ from bitrobust.errors import BitrobustError
 STUDIES: dict[str, str] = {
     "stutz2021": "Stutz et al. 2021: Normal, RQuant, Clipping (w_max 0.1, 0.05) and RandBET at "
     "8 and 4 bit on MNIST and Fashion-MNIST; RErr vs random bit error rate",
+    "bnn2021": "Buschjäger et al. 2021: binarized MLP on Fashion-MNIST with bit flip training "
+    "(0/5/10/20 %) and the hinge loss; accuracy vs bit error rate, margin and importance "
+    "metrics, and their rank correlation with accuracy under bit errors",
 }
 
 

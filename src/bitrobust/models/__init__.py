@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from bitrobust.errors import BitrobustError
+from bitrobust.models.bnn import bnn_mlp, vgg3, vgg7
 from bitrobust.models.layers import (
     Normalize,
     ReparameterizedGroupNorm,
@@ -73,6 +74,9 @@ register_model("mlp")(MLP)
 register_model("lenet5")(LeNet5)
 register_model("simplenet")(SimpleNet)
 register_model("resnet20")(ResNet20)
+register_model("bnn-mlp")(bnn_mlp)
+register_model("vgg3")(vgg3)
+register_model("vgg7")(vgg7)
 
 
 def list_models() -> list[str]:

@@ -1,0 +1,35 @@
+"""Memory fault models: (quantized model layout, seed) -> fault pattern on the stored bits.
+
+- :mod:`bitrobust.faults.core`: :class:`FaultPattern`, the :class:`FaultModel` interface,
+  :class:`RandomBitErrors` (i.i.d., separate 0→1 and 1→0 rates) and :class:`ComposedFaults`
+  (``a + b``).
+- :mod:`bitrobust.faults.sram`: low-voltage SRAM chips (per-cell fail voltage and fail value),
+  synthetic chips, the chip file format, :class:`VoltageErrorCurve` and :class:`ProfiledSRAM`.
+"""
+
+from bitrobust.faults.core import ComposedFaults, FaultModel, FaultPattern, RandomBitErrors
+from bitrobust.faults.sram import (
+    CHIP_FORMAT,
+    PLACEMENTS,
+    ProfiledSRAM,
+    SRAMChip,
+    VoltageErrorCurve,
+    load_chip,
+    make_chip,
+    save_chip,
+)
+
+__all__ = [
+    "CHIP_FORMAT",
+    "PLACEMENTS",
+    "ComposedFaults",
+    "FaultModel",
+    "FaultPattern",
+    "ProfiledSRAM",
+    "RandomBitErrors",
+    "SRAMChip",
+    "VoltageErrorCurve",
+    "load_chip",
+    "make_chip",
+    "save_chip",
+]
