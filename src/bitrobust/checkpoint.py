@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bitrobust.data import dataset_info
 from bitrobust.errors import BitrobustError
 from bitrobust.models import build_model
 from bitrobust.quant import QuantScheme
@@ -46,6 +47,23 @@ class Architecture:
             input_mean=self.input_mean,
             input_std=self.input_std,
             **self.options,
+        )
+
+    @classmethod
+    def for_dataset(
+        cls, model: str, dataset: str, options: dict[str, Any] | None = None
+    ) -> Architecture:
+        """Model ``model`` sized for ``dataset`` (channels, image size, classes, input stats)."""
+        info = dataset_info(dataset)
+        return cls(
+            model=model,
+            dataset=info.name,
+            in_channels=info.in_channels,
+            image_size=info.image_size,
+            num_classes=info.num_classes,
+            input_mean=tuple(info.mean),
+            input_std=tuple(info.std),
+            options=dict(options or {}),
         )
 
     @classmethod

@@ -186,6 +186,12 @@ def model_cells(
 ) -> dict[str, torch.Tensor]:
     """Parameter name -> flat cell index of every stored bit, shape ``(*codes.shape, m)``."""
     bits = qmodel.scheme.bits
+    mixed = sorted(name for name, qt in qmodel.tensors.items() if qt.scheme.bits != bits)
+    if mixed:
+        raise BitrobustError(
+            f"the memory layout packs {bits}-bit words, but {', '.join(mixed[:3])} "
+            "use another bit width (mixed widths are not supported)"
+        )
     cells = {}
     for name, (start, count) in word_ranges(qmodel).items():
         if names is not None and name not in names:

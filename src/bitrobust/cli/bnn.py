@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from bitrobust.cli.common import add_data_options, add_device_option, emit
-from bitrobust.errors import BitrobustError
+from bitrobust.cli.common import (
+    add_data_options,
+    add_device_option,
+    emit,
+    load_checkpoint_and_test_set,
+)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    import torch
 
     from bitrobust.bnn import bnn_metrics, check_binarized_network
-    from bitrobust.checkpoint import load_checkpoint
-    from bitrobust.data import load_dataset, subset
 
-    if args.limit < 1:
-        raise BitrobustError(f"--limit must be >= 1, got {args.limit}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = load_checkpoint(args.checkpoint, device)
+    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
     check_binarized_network(
         checkpoint.model, f"'bnn metrics' (checkpoint model '{checkpoint.architecture.model}')"
     )
-    dataset = args.dataset or checkpoint.architecture.dataset
-    images, labels = subset(load_dataset(dataset, "test", args.data_dir), args.limit).tensors
-    expected = (checkpoint.architecture.in_channels, checkpoint.architecture.image_size)
-    if (images.shape[1], images.shape[-1]) != expected:
-        raise BitrobustError(
-            f"dataset '{dataset}' has {images.shape[-1]}px images with {images.shape[1]} "
-            f"channel(s), but the checkpoint expects {expected[1]}px, {expected[0]} channel(s)"
-        )
     importance = None if args.importance == "none" else args.importance
     metrics = bnn_metrics(
         checkpoint.model,

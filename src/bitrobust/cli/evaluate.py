@@ -8,33 +8,17 @@ from bitrobust.cli.common import (
     add_data_options,
     add_device_option,
     emit,
+    load_checkpoint_and_test_set,
     parse_rates,
 )
 from bitrobust.errors import BitrobustError
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from bitrobust.checkpoint import load_checkpoint
-    from bitrobust.data import load_dataset
     from bitrobust.evaluate import evaluate_fault_models
     from bitrobust.faults import RandomBitErrors
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = load_checkpoint(args.checkpoint, device)
-    dataset = args.dataset or checkpoint.architecture.dataset
-    test_set = load_dataset(dataset, "test", args.data_dir)
-    images, labels = test_set.tensors
-    if args.limit is not None:
-        images, labels = images[: args.limit], labels[: args.limit]
-    expected = (checkpoint.architecture.in_channels, checkpoint.architecture.image_size)
-    if (images.shape[1], images.shape[-1]) != expected:
-        raise BitrobustError(
-            f"dataset '{dataset}' has {images.shape[1]}x{images.shape[-1]}px images with "
-            f"{images.shape[1]} channel(s), but the checkpoint expects {expected[1]}px, "
-            f"{expected[0]} channel(s)"
-        )
+    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
     if args.bit_error_rates is not None:
         if args.zero_to_one_rates is not None or args.one_to_zero_rates is not None:
             raise BitrobustError("give --bit-error-rates or the per-direction rates, not both")

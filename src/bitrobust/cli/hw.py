@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bitrobust.cli.common import add_data_options, add_device_option, emit
+from bitrobust.cli.common import (
+    add_data_options,
+    add_device_option,
+    emit,
+    load_checkpoint_and_test_set,
+)
 from bitrobust.errors import BitrobustError, check_rate
 
 
@@ -157,9 +162,7 @@ def cmd_multipliers_import(args: argparse.Namespace) -> int:
 
 
 def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
-    import torch
 
-    from bitrobust.checkpoint import load_checkpoint
     from bitrobust.data import load_dataset
     from bitrobust.hw import PEFaults, evaluate_accelerator, load_multiplier, make_accelerator
 
@@ -175,12 +178,7 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
         raise BitrobustError(f"--calibration must be 0 or more images, got {args.calibration}")
     accelerator = make_accelerator(args.array, args.size)
     multiplier = load_multiplier(args.multiplier, args.data_dir)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = load_checkpoint(args.checkpoint, device)
-    dataset = args.dataset or checkpoint.architecture.dataset
-    images, labels = load_dataset(dataset, "test", args.data_dir).tensors
-    if args.limit is not None:
-        images, labels = images[: args.limit], labels[: args.limit]
+    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
     calibration = None
     if args.calibration:
         calibration = load_dataset(dataset, "train", args.data_dir).tensors[0][: args.calibration]

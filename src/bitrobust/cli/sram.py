@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bitrobust.cli.common import add_data_options, add_device_option, emit
+from bitrobust.cli.common import (
+    add_data_options,
+    add_device_option,
+    emit,
+    load_checkpoint_and_test_set,
+)
 from bitrobust.errors import BitrobustError
 
 SHOW_VOLTAGES = (0.76, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.95, 1.0)
@@ -65,30 +70,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise BitrobustError(f"expected a positive integer, got {text!r}")
     return value
-
-
-def _load(args: argparse.Namespace) -> tuple[Any, str, Any, Any]:
-    """Checkpoint, dataset name, test images and labels (limited), with a shape check."""
-    import torch
-
-    from bitrobust.checkpoint import load_checkpoint
-    from bitrobust.data import load_dataset
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    checkpoint = load_checkpoint(args.checkpoint, device)
-    dataset = args.dataset or checkpoint.architecture.dataset
-    images, labels = load_dataset(dataset, "test", args.data_dir).tensors
-    if args.limit is not None:
-        if args.limit < 1:
-            raise BitrobustError(f"--limit must be >= 1, got {args.limit}")
-        images, labels = images[: args.limit], labels[: args.limit]
-    expected = (checkpoint.architecture.in_channels, checkpoint.architecture.image_size)
-    if (images.shape[1], images.shape[-1]) != expected:
-        raise BitrobustError(
-            f"dataset '{dataset}' has {images.shape[-1]}px images with {images.shape[1]} "
-            f"channel(s), but the checkpoint expects {expected[1]}px, {expected[0]} channel(s)"
-        )
-    return checkpoint, dataset, images, labels
 
 
 def _rates_lines(rows: list[dict[str, float]]) -> list[str]:
@@ -162,7 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     chip = load_chip(args.chip)
     fault_models = [ProfiledSRAM(chip, v, placement=args.placement) for v in args.voltages]
-    checkpoint, dataset, images, labels = _load(args)
+    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
     report = evaluate_fault_models(
         checkpoint.model,
         checkpoint.scheme,
@@ -243,7 +224,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
             for voltage in voltages:
                 chip.check_voltage(voltage)
         mode = f"{len(chips)} chip(s) × {args.placements} placement(s)"
-    checkpoint, dataset, images, labels = _load(args)
+    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
     if args.random_errors:
         err, evaluate = random_errors_evaluator(
             checkpoint.model, checkpoint.scheme, images, labels, curve,

@@ -31,16 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bitrobust.train import TrainConfig, train
 
     info = dataset_info(args.dataset)
-    architecture = Architecture(
-        model=args.model,
-        dataset=info.name,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        num_classes=info.num_classes,
-        input_mean=tuple(info.mean),
-        input_std=tuple(info.std),
-        options=dict(args.model_option or []),
-    )
+    architecture = Architecture.for_dataset(args.model, info.name, args.model_option or [])
     torch.manual_seed(args.seed)
     model = architecture.build()
     binarized = is_binarized(model)

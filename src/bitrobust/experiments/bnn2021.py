@@ -222,16 +222,7 @@ def train_variant(
 ) -> torch.nn.Module:
     """Train one BNN (Adam, no weight decay) and save its checkpoint."""
     info = dataset_info(study.dataset)
-    architecture = Architecture(
-        model=study.model,
-        dataset=info.name,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        num_classes=info.num_classes,
-        input_mean=tuple(info.mean),
-        input_std=tuple(info.std),
-        options=dict(study.model_options),
-    )
+    architecture = Architecture.for_dataset(study.model, info.name, study.model_options)
     torch.manual_seed(study.seed)
     model = architecture.build()
     config = TrainConfig(

@@ -196,16 +196,7 @@ def _train_variant(
     progress: bool,
 ):
     torch.manual_seed(settings.seed)
-    architecture = Architecture(
-        model=settings.model,
-        dataset=info.name,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        num_classes=info.num_classes,
-        input_mean=tuple(info.mean),
-        input_std=tuple(info.std),
-        options=dict(settings.model_options),
-    )
+    architecture = Architecture.for_dataset(settings.model, info.name, settings.model_options)
     model = architecture.build()
     scheme = QuantScheme.preset(variant.quant, bits=bits, w_max=variant.w_max)
     config = TrainConfig(
@@ -228,7 +219,7 @@ def _train_variant(
         {
             **config.to_dict(),
             "fingerprint": _train_fingerprint(settings, info.name, bits, variant),
-            "loss": history.loss,
+            "loss_history": history.loss,
             "perturbed_fraction": history.perturbed_fraction,
         },
     )
