@@ -45,7 +45,7 @@ def sram_settings(quick: bool) -> SramSettings:
     """Voltage grid (relative to V_min) and chip count of the energy part."""
     if quick:
         return SramSettings(2, tuple(round(0.80 + 0.02 * i, 2) for i in range(11)), 1)
-    return SramSettings(4, tuple(round(0.80 + 0.01 * i, 2) for i in range(21)), 2)
+    return SramSettings(4, tuple(round(0.80 + 0.01 * i, 2) for i in range(21)), 1)
 
 
 def settings(quick: bool) -> StudySettings:

@@ -15,6 +15,12 @@ Faults (:class:`LayerFault`) act on the multipliers of some MACs: a stuck-at bit
 product (every product those PEs compute, for every input), or of the 32-bit partial sum a PE
 passes on. Product faults cost nothing extra: the gather reads from a second, pre-forced copy of
 the table for faulty MACs.
+
+A fault with ``bypass=True`` is one a mitigation has routed around (fault-aware pruning in the
+hardware sense of Zhang et al., VTS'18): the MACs of its faulty PEs are skipped, so they add
+nothing to the sum, whatever their weight, and the stuck bit never shows. In
+:func:`integer_gemm` the zero-point correction terms then also run over the kept MACs only, so a
+bypassed MAC contributes exactly 0 to ``Σ (a − z_a)(w − z_w)``.
 """
 
 from __future__ import annotations
@@ -86,7 +92,8 @@ class LayerFault:
     the 16-bit product) or ``"accumulator"`` (bit of the int32 partial sum the PE outputs).
     For accumulator faults, partial sums run through ``segment`` consecutive k (one pass down a
     systolic column: k = t·segment … (t+1)·segment − 1) and are then added exactly; ``None``
-    means one chain over all K.
+    means one chain over all K. ``bypass`` skips the masked MACs instead (product 0, no
+    correction terms, no stuck bit): the PEs are bypassed by a mitigation.
     """
 
     mask: torch.Tensor
@@ -94,6 +101,7 @@ class LayerFault:
     stuck_at: int
     site: str = "product"
     segment: int | None = None
+    bypass: bool = False
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
@@ -109,7 +117,15 @@ def product_table(
     multiplier: Multiplier, fault: LayerFault | None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """Flat int32 table to gather from: T (index a·256 + w), followed by the faulty copy
-    force(T) (index + 65536) when ``fault`` is a product fault. Cached on the multiplier."""
+    force(T) (index + 65536) when ``fault`` is a product fault, or by zeros when it is
+    bypassed. Cached on the multiplier."""
+    if fault is not None and fault.bypass:
+        key = ("bypass", str(device))
+        cache = multiplier._cache
+        if key not in cache:
+            flat = multiplier.flat_table(device)
+            cache[key] = torch.cat([flat, torch.zeros_like(flat)])
+        return cache[key]
     if fault is None or fault.site != "product":
         return multiplier.flat_table(device)
     key = ("faulty", str(device), fault.bit, fault.stuck_at)
@@ -133,7 +149,7 @@ def _check_operands(act: torch.Tensor, weight: torch.Tensor, fault: LayerFault |
 def _weight_index(weight: torch.Tensor, fault: LayerFault | None) -> torch.Tensor:
     """Column of the flat table each weight reads: w, or w + 65536 on a faulty-product MAC."""
     index = weight.to(torch.int64)
-    if fault is not None and fault.site == "product":
+    if fault is not None and (fault.site == "product" or fault.bypass):
         index = index + fault.mask.to(torch.int64) * (SIZE * SIZE)
     return index
 
@@ -195,7 +211,7 @@ def lut_matmul(
     R, K = act.shape
     M = weight.shape[1]
     gather = _gatherer(act, weight, multiplier, fault)
-    accumulate_faults = fault is not None and fault.site == "accumulator"
+    accumulate_faults = fault is not None and fault.site == "accumulator" and not fault.bypass
     out = torch.empty((R, M), dtype=torch.int32, device=act.device)
     step = max(1, CHUNK_ELEMENTS // max(1, K * M))
     for start in range(0, R, step):
@@ -239,9 +255,12 @@ def integer_gemm(
     """``Σ_k (value(a) − z_a)(value(w) − z_w)`` (int32, R×M) with only a·w from the table.
 
     Values are the decoded operand patterns (int8 when the multiplier is signed); the zero-point
-    terms are exact. Faults act on the table products / partial sums only.
+    terms are exact. Faults act on the table products / partial sums only; bypassed MACs
+    (``fault.bypass``) are left out of the sum and of the correction terms.
     """
     raw = lut_matmul(act, weight, multiplier, fault)
+    if fault is not None and fault.bypass and (act_zero != 0 or weight_zero != 0):
+        return raw - _kept_corrections(act, weight, multiplier.signed, act_zero, weight_zero, fault)
     if act_zero == 0 and weight_zero == 0:
         return raw
     signed = multiplier.signed
@@ -250,3 +269,21 @@ def integer_gemm(
     weight_sum = decode(weight, signed).sum(dim=0, dtype=torch.int32).unsqueeze(0)  # (1, M)
     correction = K * act_zero * weight_zero
     return raw - weight_zero * act_sum - act_zero * weight_sum + correction
+
+
+def _kept_corrections(
+    act: torch.Tensor,
+    weight: torch.Tensor,
+    signed: bool,
+    act_zero: int,
+    weight_zero: int,
+    fault: LayerFault,
+) -> torch.Tensor:
+    """``z_w Σ_k a_k + z_a Σ_k w_km − n_m z_a z_w`` over the MACs that are not bypassed (R×M)."""
+    keep = (~fault.mask.to(act.device)).to(torch.float64)  # (K, M)
+    act_values = decode(act, signed).to(torch.float64)
+    act_sum = torch.round(act_values @ keep).to(torch.int64)  # exact: sums < 2^53
+    weight_sum = (decode(weight, signed).to(torch.int64) * keep.to(torch.int64)).sum(dim=0)
+    count = keep.to(torch.int64).sum(dim=0)
+    total = weight_zero * act_sum + act_zero * weight_sum - count * (act_zero * weight_zero)
+    return total.to(torch.int32)
