@@ -330,3 +330,6 @@ def _progress(iterable, description: str, enabled: bool):
     return tqdm(
         iterable, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None
     )
+
+
+from bitrobust.hw.mitigation import MitigationConfig, fault_aware_pruning, mitigate, retune  # noqa: E402,F401,I001

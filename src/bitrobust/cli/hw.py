@@ -182,6 +182,26 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
     calibration = None
     if args.calibration:
         calibration = load_dataset(dataset, "train", args.data_dir).tensors[0][: args.calibration]
+    mitigation, train_images, train_labels = None, None, None
+    if args.mitigate is not None:
+        from bitrobust.hw.mitigation import MitigationConfig
+
+        if fault_model is None:
+            raise BitrobustError("--mitigate needs faults (--fault-rate above 0)")
+        if args.mitigate == "falretune" and not args.calibration:
+            raise BitrobustError("--mitigate falretune needs calibrated ranges (--calibration)")
+        mitigation = MitigationConfig(
+            method=args.mitigate,
+            epochs=args.retune_epochs,
+            lr=args.retune_lr,
+            examples=args.retune_examples,
+            bypass=not args.prune_to_zero_code,
+            objective=args.mapping_objective,
+            seed=args.seed,
+        )
+        train_images, train_labels = load_dataset(dataset, "train", args.data_dir).tensors
+        train_images = train_images[: args.retune_examples]
+        train_labels = train_labels[: args.retune_examples]
     report = evaluate_accelerator(
         checkpoint.model,
         multiplier,
@@ -194,6 +214,9 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
         calibration=calibration,
         batch_size=args.batch_size,
         progress=not args.json,
+        mitigation=mitigation,
+        train_images=train_images,
+        train_labels=train_labels,
     )
     payload = {"checkpoint": str(args.checkpoint), "dataset": dataset, **report}
     lines = [
@@ -206,6 +229,13 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
             f"{fault_model.name}: accuracy {100 * report['accuracy_mean']:.2f} ± "
             f"{100 * report['accuracy_std']:.2f} % over {report['patterns']} patterns, loss "
             f"{100 * report['accuracy_loss_mean']:.2f} points"
+        )
+    if mitigation is not None:
+        recovery = report["recovery"]
+        lines.append(
+            f"after {mitigation.method}: accuracy {100 * report['accuracy_mitigated_mean']:.2f} ± "
+            f"{100 * report['accuracy_mitigated_std']:.2f} %, recovery "
+            + ("n/a (nothing lost)" if recovery is None else f"{100 * recovery:.1f} %")
         )
     emit(payload, args.json, "\n".join(lines))
     return 0
@@ -312,6 +342,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training images that fix activation ranges (0: per batch)",
     )
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
+    p.add_argument(
+        "--mitigate",
+        choices=("falretune", "fap", "fap-t"),
+        help="also evaluate each fault map after a mitigation: FaL-reTune (weight mapping + "
+        "retuning), fault-aware pruning, or pruning + retraining (reconstructions, see "
+        "bitrobust.hw.mitigation)",
+    )
+    p.add_argument("--retune-epochs", type=int, default=2, help="retuning epochs (default 2)")
+    p.add_argument(
+        "--retune-lr", type=float, default=0.005, help="retuning learning rate (default 0.005)"
+    )
+    p.add_argument(
+        "--retune-examples",
+        type=int,
+        default=2000,
+        help="training examples for the histograms and retuning (default 2000)",
+    )
+    p.add_argument(
+        "--mapping-objective",
+        choices=("centered", "absolute"),
+        default="centered",
+        help="FaL-reTune: score codes by the product error around its mean (absorbed by the "
+        "bias; default) or by the plain absolute error",
+    )
+    p.add_argument(
+        "--prune-to-zero-code",
+        action="store_true",
+        help="FAP: write the zero-point code instead of bypassing the faulty PEs",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)
     add_device_option(p)

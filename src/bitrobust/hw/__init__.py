@@ -12,7 +12,9 @@ Modules: :mod:`~bitrobust.hw.multiplier` (tables, built-in families, loaders, me
 catalogues), :mod:`~bitrobust.hw.ccompile` (C models → tables), :mod:`~bitrobust.hw.emulate`
 (integer GEMM through a table, faults), :mod:`~bitrobust.hw.layers` (emulated Linear/Conv2d),
 :mod:`~bitrobust.hw.accelerator` (PE mappings, fault maps), :mod:`~bitrobust.hw.convert`
-(model conversion), :mod:`~bitrobust.hw.evaluate` (accuracy under fault maps).
+(model conversion), :mod:`~bitrobust.hw.evaluate` (accuracy under fault maps),
+:mod:`~bitrobust.hw.mitigation` (FaL-reTune, fault-aware pruning and FAP + retraining,
+reconstructed).
 """
 
 from bitrobust.hw.accelerator import (
@@ -34,6 +36,7 @@ from bitrobust.hw.emulate import (
 )
 from bitrobust.hw.evaluate import accuracy, evaluate_accelerator
 from bitrobust.hw.layers import EmulatedConv2d, EmulatedLayer, EmulatedLinear
+from bitrobust.hw.mitigation import MitigationConfig, fault_aware_pruning, mitigate
 from bitrobust.hw.multiplier import (
     CatalogueEntry,
     Multiplier,
@@ -58,6 +61,7 @@ __all__ = [
     "FaultMap",
     "GPUArray",
     "LayerFault",
+    "MitigationConfig",
     "Multiplier",
     "PEFaults",
     "SystolicArray",
@@ -68,6 +72,7 @@ __all__ = [
     "evaluate_accelerator",
     "evoapprox_catalogue",
     "exact",
+    "fault_aware_pruning",
     "faulty_pes",
     "force_bit",
     "from_bin",
@@ -78,6 +83,7 @@ __all__ = [
     "lut_matmul",
     "lut_products",
     "make_accelerator",
+    "mitigate",
     "mitchell",
     "set_faults",
     "to_accelerator",

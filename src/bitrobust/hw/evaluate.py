@@ -2,6 +2,8 @@
 
 Accuracy loss is measured against the same accelerator without faults (the AxDNN against its
 fault-free self, as in Siddique & Hoque), one fault map per seed ``seed … seed + patterns − 1``.
+With a :class:`~bitrobust.hw.mitigation.MitigationConfig` every faulty pattern is also mitigated
+(on a snapshot that is restored afterwards) and evaluated again.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 from bitrobust.errors import BitrobustError
 from bitrobust.hw.accelerator import Accelerator, PEFaults
 from bitrobust.hw.convert import emulated_layers, set_faults, to_accelerator
+from bitrobust.hw.mitigation import MitigationConfig, mitigate, restore, snapshot
 from bitrobust.hw.multiplier import Multiplier, load_multiplier
 
 
@@ -47,12 +51,20 @@ def evaluate_accelerator(
     calibration: torch.Tensor | None = None,
     batch_size: int = 1000,
     progress: bool = False,
+    mitigation: MitigationConfig | None = None,
+    train_images: torch.Tensor | None = None,
+    train_labels: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Float, fault-free and faulty accuracy of ``model`` on the emulated accelerator.
 
     Returns a JSON-ready dict: ``accuracy_float``, ``accuracy_fault_free``, ``accuracy_mean``,
     ``accuracy_std`` (sample std over patterns), ``accuracy_min``/``max``,
     ``accuracy_loss_mean`` (fault free − faulty mean) and one row per pattern.
+
+    ``mitigation`` (with ``train_images``/``train_labels`` for the methods that need them) adds
+    ``accuracy_mitigated_mean``/``std``, ``accuracy_mitigated_loss_mean`` and ``recovery``: the
+    share of the mean accuracy loss that the mitigation wins back, (mitigated − faulty) /
+    (fault free − faulty), None when nothing was lost.
     """
     multiplier = load_multiplier(multiplier)
     if fault_model is not None:
@@ -78,21 +90,37 @@ def evaluate_accelerator(
             fault_map = fault_model.sample(accelerator, seed + index)
             layers = set_faults(emulated, fault_map)
             value = accuracy(emulated, images, labels, batch_size)
-            rows.append(
-                {
-                    "seed": seed + index,
-                    "accuracy": value,
-                    "faulty_pes": fault_map.num_faulty,
-                    "faulty_layers": layers,
-                }
-            )
-            _say(
-                progress,
-                f"pattern {index + 1}/{patterns} (seed {seed + index}): {100 * value:.2f} %",
-            )
+            row = {
+                "seed": seed + index,
+                "accuracy": value,
+                "faulty_pes": fault_map.num_faulty,
+                "faulty_layers": layers,
+            }
+            message = f"pattern {index + 1}/{patterns} (seed {seed + index}): {100 * value:.2f} %"
+            if mitigation is not None and mitigation.method != "none":
+                saved = snapshot(emulated)
+                info = mitigate(emulated, mitigation, train_images, train_labels)
+                row["accuracy_mitigated"] = accuracy(emulated, images, labels, batch_size)
+                row["mitigation"] = info
+                restore(emulated, saved)
+                message += f", {mitigation.method} {100 * row['accuracy_mitigated']:.2f} %"
+            rows.append(row)
+            _say(progress, message)
         set_faults(emulated, None)
     values = [row["accuracy"] for row in rows] or [fault_free]
     mean = statistics.fmean(values)
+    extra: dict[str, Any] = {}
+    if mitigation is not None and mitigation.method != "none" and rows:
+        mitigated = [row["accuracy_mitigated"] for row in rows]
+        mitigated_mean = statistics.fmean(mitigated)
+        lost = fault_free - mean
+        extra = {
+            "mitigation": asdict(mitigation),
+            "accuracy_mitigated_mean": mitigated_mean,
+            "accuracy_mitigated_std": statistics.stdev(mitigated) if len(mitigated) > 1 else 0.0,
+            "accuracy_mitigated_loss_mean": fault_free - mitigated_mean,
+            "recovery": (mitigated_mean - mean) / lost if lost > 0 else None,
+        }
     return {
         "multiplier": multiplier.name,
         "multiplier_signed": multiplier.signed,
@@ -111,6 +139,7 @@ def evaluate_accelerator(
         "patterns": len(rows),
         "seed": seed,
         "seconds": time.perf_counter() - started,
+        **extra,
         "results": rows,
     }
 
