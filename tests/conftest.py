@@ -12,8 +12,6 @@ _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "BITROBUST_DATA_DIR" not in os.environ and _SHARED.is_dir():
     os.environ["BITROBUST_DATA_DIR"] = str(_SHARED)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
 
 @pytest.fixture
 def data_dir() -> Path:
@@ -21,3 +19,12 @@ def data_dir() -> Path:
     if not (path / "mnist").is_dir():
         pytest.skip(f"MNIST not found under {path}")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine waiting threads cost a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

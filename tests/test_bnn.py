@@ -41,15 +41,6 @@ from bitrobust.quant import (
 from bitrobust.train import TrainConfig, project_parameters, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_mlp(hidden=(16, 12), seed: int = 0, image_size: int = 4) -> BinarizedNetwork:
     torch.manual_seed(seed)
     return build_model(

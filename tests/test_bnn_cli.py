@@ -7,19 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from bitrobust.cli import main
 from bitrobust.experiments import STUDIES, bnn2021
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
