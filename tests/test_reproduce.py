@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from tests.test_study import TINY
-
 from bitrobust.experiments import load_study, stutz2021
+from test_study import TINY  # pytest puts tests/ on sys.path (no package)
 
 
 def test_stutz2021_report_with_sram_energy(tmp_path, monkeypatch):
