@@ -42,11 +42,43 @@ def test_axdnn2023_report(tmp_path, monkeypatch):
     assert [row["multiplier"] for row in record["multipliers"]] == list(TINY.multipliers)
     assert len(record["faults"]) == 2 * 2 * 2 * 2  # multipliers × stuck-at × bits × rates
     methods = {row["method"]: row for row in record["mitigation"]}
-    assert set(methods) == {"none", "fap", "fap-t", "falretune"}
+    assert set(methods) == {"none", "fap", "fap-zero", "fap-t", "falretune"}
     assert any("FaL-reTune recovers" in line for line in summary["findings"]) or all(
         row["recovery"] is None for row in record["mitigation"]
     )
     assert any("paper: a permanent fault" in line for line in summary["findings"])
+    assert any("FaL-reTune is more accurate than fap in" in line for line in summary["findings"])
     # everything cached: a second run reuses the record
     again = study.reproduce(tmp_path, quick=True)
     assert again["records"] == saved["records"]
+
+
+def test_method_wins_counts_cases_per_fault():
+    def row(multiplier, bit, method, accuracy):
+        return {
+            "multiplier": multiplier,
+            "bit": bit,
+            "stuck_at": 1,
+            "method": method,
+            "accuracy_mean": accuracy,
+        }
+
+    records = [
+        {
+            "dataset": "d",
+            "model": "m",
+            "mitigation": [
+                row("a", 14, "fap", 0.5),
+                row("a", 14, "fap-zero", 0.1),
+                row("a", 14, "falretune", 0.4),
+                row("a", 12, "fap", 0.5),
+                row("a", 12, "fap-zero", 0.1),
+                row("a", 12, "falretune", 0.6),
+                row("b", 14, "fap", 0.5),
+                row("b", 14, "falretune", 0.5),
+            ],
+        }
+    ]
+    (line,) = axdnn2023._method_wins(records)
+    assert "fap in 1 of 3" in line and "fap-zero in 2 of 2" in line and "fap-t" not in line
+    assert axdnn2023._method_wins([{"dataset": "d", "model": "m", "mitigation": []}]) == []
