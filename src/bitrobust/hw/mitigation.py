@@ -33,6 +33,13 @@ FaL-reTune algorithm text (Siddique & Hoque 2023) was not available, see
   ``objective="absolute"`` formula above (papers.md's). On an MNIST MLP (16×16 array, 50 %
   faulty PEs, bit 14 stuck at 1, exact multiplier) the mapping alone restores 79 % accuracy with
   the centered objective and bias compensation, 10 % with the absolute one, from 10 %.
+  Limitation: with an unsigned multiplier, weight codes sit around their zero point (≈128),
+  so products a·q are large and a high stuck-at-1 bit is set for some activations and not
+  others; no code makes that error constant. Where the layer's inputs are ReLU outputs (most
+  codes 0) the mapping still works, but on a first layer fed normalized pixels it cannot:
+  Fashion-MNIST MLP, bit 14 stuck at 1 in 50 % of the PEs of one layer, mapping only, 22 %
+  accuracy in the first layer vs 87 % and 86 % in the hidden and output layers (fault free
+  89 %; bypassing FAP 88 %, 88 %, 83 %; zero-code FAP 10 % everywhere).
   Faults on the partial sum (site ``accumulator``) have no product to match:
   the mapping step leaves those weights unchanged. (2) retuning: all other weights and the
   biases are fine-tuned through the faulty forward pass, mapped weights frozen, for a few epochs
