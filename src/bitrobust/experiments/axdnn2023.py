@@ -439,13 +439,13 @@ def findings(records: list[dict[str, Any]], s: AxSettings) -> list[str]:
                     f"{100 * s.mitigation_rate:g} % faulty PEs (fault free "
                     f"{100 * group['none']['fault_free']:.1f} %): " + ", ".join(parts) + "."
                 )
+    lines += _method_wins(records)
     recoveries = [
         row["recovery"]
         for r in records
         for row in r["mitigation"]
         if row["method"] == "falretune" and row["recovery"] is not None
     ]
-    lines += _method_wins(records)
     if recoveries:
         lines.append(
             f"- FaL-reTune recovers {100 * min(recoveries):.0f}–{100 * max(recoveries):.0f} % of "
