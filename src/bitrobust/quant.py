@@ -39,17 +39,12 @@ from torch import nn
 
 from bitrobust import bits as _bits
 from bitrobust.errors import BitrobustError, check_bits
+from bitrobust.names import QUANT_PRESETS
 
 EPSILON = 0.001
 """Added to the range so that the largest weight maps strictly inside it (paper's ε)."""
 
-PRESETS: tuple[str, ...] = (
-    "rquant",
-    "normal",
-    "perlayer",
-    "perlayer-asym",
-    "perlayer-asym-unsigned",
-)
+PRESETS = QUANT_PRESETS
 
 _FLAGS = ("per_layer", "symmetric", "unsigned", "rounding", "binary")
 BINARY_NAME = "binary"

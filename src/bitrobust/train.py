@@ -44,11 +44,10 @@ from bitrobust.bits import sparse_flip_mask, stable_seed
 from bitrobust.bnn.training import modified_hinge_loss, random_sign_flips
 from bitrobust.errors import BitrobustError, check_rate
 from bitrobust.faults import FaultPattern
+from bitrobust.names import LOSSES, OPTIMIZERS, TRAIN_METHODS
 from bitrobust.quant import QuantizedModel, QuantScheme, fake_quantize, parameter_schemes
 
-METHODS = ("normal", "clipping", "randbet", "bitflip")
-LOSSES = ("cross_entropy", "hinge")
-OPTIMIZERS = ("sgd", "adam")
+METHODS = TRAIN_METHODS
 
 
 @dataclass

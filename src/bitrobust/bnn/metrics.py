@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from bitrobust.bnn.folding import fold_batch_norm
 from bitrobust.bnn.layers import BinarizedBlock, BinarizedConv2d, check_binarized_network
 from bitrobust.errors import BitrobustError
+from bitrobust.names import IMPORTANCE_METHODS
 
-IMPORTANCE_METHODS = ("flip", "gradient")
 HISTOGRAM_BINS = 50
 HISTOGRAM_MAX = 0.5
 """The normalized-margin histogram has HISTOGRAM_BINS bins over [0, HISTOGRAM_MAX] (margins of

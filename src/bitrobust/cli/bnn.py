@@ -65,7 +65,7 @@ def _text(metrics: dict) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bitrobust.bnn import IMPORTANCE_METHODS
+    from bitrobust.names import IMPORTANCE_METHODS
 
     group = sub.add_parser(
         "bnn",

@@ -110,8 +110,7 @@ def _pick(value, default):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bitrobust.quant import PRESETS
-    from bitrobust.train import LOSSES, METHODS, OPTIMIZERS
+    from bitrobust.names import LOSSES, OPTIMIZERS, QUANT_PRESETS, TRAIN_METHODS
 
     p = sub.add_parser(
         "train",
@@ -139,12 +138,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--quant",
-        choices=PRESETS,
+        choices=QUANT_PRESETS,
         help="quantization scheme (default: rquant, or normal for --method normal without --w-max)",
     )
     p.add_argument(
         "--method",
-        choices=METHODS,
+        choices=TRAIN_METHODS,
         default="normal",
         help="normal: quantization-aware training; clipping: project parameters to ±w_max; "
         "randbet: clipping + random bit error training; bitflip: random sign flips of the "
