@@ -1,103 +1,129 @@
-"""Approximate-multiplier GEMM: bitrobust's chunked table gather vs the one-shot gather, against
-plain float matmul, on the GEMM shapes of LeNet-5 and the MLP.
+"""Emulated accelerator vs float model: LeNet-5 and an MLP over MNIST test images, side by side.
 
-Emulating an 8×8 approximate multiplier means one table lookup per product. The obvious way (as
-in many PyTorch emulators) builds the index ``a·256 + w`` of every product at once and sums the
-gathered products: R·K·M int64 indices and int32 products in memory. bitrobust's
-:func:`bitrobust.hw.emulate.lut_matmul` gathers in chunks of at most ``CHUNK_ELEMENTS``
-products and, for many rows, first builds each weight's table column so that one index reads M
-contiguous products. All variants are checked to give the same int32 result, then timed side by
-side in one run; "ratio" is one-shot time / variant time. Memory is the largest intermediate
-the variant allocates, computed from the shapes.
+Each model (untrained, random init: timing only) runs over the same images, batch by batch
+under ``torch.no_grad``, as the float model, on the emulated accelerator with the exact 8-bit
+multiplier, with an EvoApprox table, and with that table plus 30 % faulty PEs of a 16×16
+TPU-like array (a stuck product bit, then a stuck partial-sum bit). "× float" is the time over
+the float model's time in the same run; "× product" compares the accumulator-fault run with the
+product-fault run. ``--torch`` adds the same emulated runs on the pure-torch gather (the fallback
+when no C compiler is available); their outputs are checked equal to the kernel's, bit for bit.
 
-    python benchmarks/bench_emulator.py [--repeats 5] [--batch 256]
+    python benchmarks/bench_emulator.py [--quick] [--images 10000] [--repeats 3] [--torch]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
-from bitrobust.hw import emulate
-from bitrobust.hw.emulate import LayerFault, lut_matmul
-from bitrobust.hw.multiplier import SIZE, Multiplier, exact
+from bitrobust.data import load_dataset
+from bitrobust.hw import PEFaults, SystolicArray, kernel, to_accelerator
+from bitrobust.models import build_model
+
+MODELS = {
+    "lenet5": {"norm": "regn"},
+    "mlp 784-256-256-10": {"hidden": [256, 256]},
+}
 
 
-def one_shot(act: torch.Tensor, weight: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Every product's index at once, one gather, one sum."""
-    index = act.to(torch.int64).unsqueeze(2) * SIZE + weight.to(torch.int64)
-    return table[index].sum(dim=1, dtype=torch.int32)
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (and table caches)
-    start = time.perf_counter()
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Best of ``repeats`` wall-clock times after one warm-up (table caches, kernel build)."""
+    fn()
+    best = float("inf")
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
-def mib(elements: int, bytes_each: int) -> float:
-    return elements * bytes_each / 2**20
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(batch) for batch in images.split(batch_size)])
 
 
-def variants(
-    act: torch.Tensor, weight: torch.Tensor, multiplier: Multiplier, generator: torch.Generator
-) -> list[tuple[str, Callable[[], torch.Tensor], float]]:
-    """(label, call, largest intermediate in MiB) of each variant, checked to agree first."""
-    (R, K), M = act.shape, weight.shape[1]
-    table = multiplier.flat_table()
-    fault = LayerFault(torch.rand((K, M), generator=generator) < 0.3, bit=14, stuck_at=1)
-    reference = one_shot(act, weight, table)
-    if not torch.equal(lut_matmul(act, weight, multiplier), reference):
-        raise AssertionError("lut_matmul disagrees with the one-shot gather")
-    if not torch.equal((act.double() @ weight.double()).to(torch.int32), reference):
-        raise AssertionError("the exact table disagrees with matmul")
-    chunk_rows = min(R, max(1, emulate.CHUNK_ELEMENTS // (K * M)))
-    columns = K * SIZE * M if R >= emulate.COLUMN_TABLE_MIN_ROWS else 0
-    ours = mib(chunk_rows * K * M, 4 + 4) + mib(columns, 4)
-    return [
-        ("one-shot gather", lambda: one_shot(act, weight, table), mib(R * K * M, 8 + 4)),
-        ("bitrobust lut_matmul", lambda: lut_matmul(act, weight, multiplier), ours),
-        (
-            "bitrobust, 30 % PEs with a stuck-at product bit",
-            lambda: lut_matmul(act, weight, multiplier, fault),
-            ours,
-        ),
-        ("float matmul (no table)", lambda: act.float() @ weight.float(), mib(R * K + K * M, 4)),
-    ]
+def with_torch_gather(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``fn`` run with the compiled kernel switched off."""
+
+    def run() -> torch.Tensor:
+        previous = os.environ.get(kernel.KERNEL_ENV)
+        os.environ[kernel.KERNEL_ENV] = "0"
+        try:
+            return fn()
+        finally:
+            if previous is None:
+                del os.environ[kernel.KERNEL_ENV]
+            else:
+                os.environ[kernel.KERNEL_ENV] = previous
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=256, help="images per forward pass")
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="1000 images, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--multiplier", default="mul8u_L40")
+    parser.add_argument("--torch", action="store_true", help="also time the pure-torch gather")
     args = parser.parse_args()
-    b = args.batch
-    shapes = {  # (rows R, inputs K, outputs M) of the layer's GEMM for one batch
-        "lenet5 conv1 (im2col)": (b * 28 * 28, 25, 6),
-        "lenet5 conv2 (im2col)": (b * 10 * 10, 150, 16),
-        "mlp fc1": (b, 784, 256),
-        "mlp fc2": (b, 256, 128),
+    if args.quick:
+        args.images, args.repeats = min(args.images, 1000), 1
+    torch.set_num_threads(1)
+    images = load_dataset("mnist", "test").tensors[0][: args.images]
+    array = SystolicArray(16)
+    faults = {
+        "product": PEFaults(0.3, 14, 1, site="product"),
+        "accumulator": PEFaults(0.3, 20, 1, site="accumulator"),
     }
-    multiplier = exact(signed=False)
-    generator = torch.Generator().manual_seed(0)
-    print(f"batch {b}, {args.repeats} repeats, {torch.get_num_threads()} threads")
-    print("| GEMM (R×K×M) | variant | ms | ratio | largest intermediate (MiB) |")
+    print(
+        f"{len(images)} MNIST test images, batch {args.batch}, best of {args.repeats}, "
+        f"{torch.get_num_threads()} thread, kernel {'on' if kernel.library() else 'off'}"
+    )
+    print("| model | run | s | × float | × product |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for name, (R, K, M) in shapes.items():
-        act = torch.randint(0, SIZE, (R, K), dtype=torch.uint8, generator=generator)
-        weight = torch.randint(0, SIZE, (K, M), dtype=torch.uint8, generator=generator)
-        base = None
-        for label, fn, memory in variants(act, weight, multiplier, generator):
-            seconds = timed(fn, args.repeats)
-            base = base or seconds
+    for name, options in MODELS.items():
+        torch.manual_seed(0)
+        model = build_model(
+            name.split()[0], in_channels=1, image_size=28, num_classes=10, **options
+        ).eval()
+        calibration = images[:500]
+        runs: dict[str, Callable[[], torch.Tensor]] = {
+            "float": lambda model=model: predict(model, images, args.batch)
+        }
+        emulated = {
+            "exact8u": to_accelerator(model, "exact8u", calibration=calibration),
+            args.multiplier: to_accelerator(model, args.multiplier, calibration=calibration),
+        }
+        for site, fault_model in faults.items():
+            emulated[f"{args.multiplier}, 30 % PEs stuck {site} bit"] = to_accelerator(
+                model, args.multiplier, array, fault_model, seed=1, calibration=calibration
+            )
+        for label, converted in emulated.items():
+            runs[label] = lambda converted=converted: predict(converted, images, args.batch)
+            if args.torch:
+                runs[f"{label} (torch gather)"] = with_torch_gather(runs[label])
+        if args.torch:  # the two implementations agree bit for bit on every run
+            for label in emulated:
+                fast, slow = runs[label](), runs[f"{label} (torch gather)"]()
+                if not torch.equal(fast, slow):
+                    raise AssertionError(f"{name}, {label}: kernel and torch gather disagree")
+        seconds = {label: timed(fn, args.repeats) for label, fn in runs.items()}
+        product = f"{args.multiplier}, 30 % PEs stuck product bit"
+        for label, value in seconds.items():
+            vs_product = ""
+            if "accumulator" in label:
+                product_label = product + (" (torch gather)" if "torch" in label else "")
+                vs_product = f"{value / seconds[product_label]:.2f}x"
             print(
-                f"| {name} {R}×{K}×{M} | {label} | {1000 * seconds:.2f} | {base / seconds:.2f}x "
-                f"| {memory:.1f} |"
+                f"| {name} | {label} | {value:.3f} | {value / seconds['float']:.2f}x "
+                f"| {vs_product} |"
             )
 
 

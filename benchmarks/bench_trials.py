@@ -19,7 +19,7 @@ import time
 import torch
 
 from bitrobust.bits import sparse_flip_mask
-from bitrobust.evaluate import predict, run_trial
+from bitrobust.evaluate import QuantizedDeployment, clean_run, predict, run_trial
 from bitrobust.faults import RandomBitErrors
 from bitrobust.models import build_model
 from bitrobust.quant import QuantizedModel, QuantScheme
@@ -64,7 +64,10 @@ def main() -> None:
     faults = RandomBitErrors(0.01)
     n_params = sum(p.numel() for p in model.parameters())
 
-    ours = timed(lambda k: run_trial(model, qmodel, faults, k, images, labels, clean), args.trials)
+    deployment = QuantizedDeployment(model, scheme)
+    data = (images, labels)
+    clean_once = clean_run(deployment, data)
+    ours = timed(lambda k: run_trial(deployment, faults, k, data, clean_once), args.trials)
     theirs = timed(
         lambda k: copy_and_edit_trial(model, qmodel, faults, k, images, labels, clean), args.trials
     )

@@ -80,7 +80,9 @@ def test_sram_evaluate_json(checkpoint, chip_file, tmp_path, capsys):
     for row in payload["results"]:
         assert row["rerr_mean"] >= payload["err"] - 1e-9 and row["patterns"] == 2
         assert row["energy_saving"] == pytest.approx(1 - row["voltage"] ** 2)
-        assert row["zero_to_one"] + row["one_to_zero"] == pytest.approx(row["bit_error_rate"])
+        assert row["zero_to_one"] + row["one_to_zero"] == pytest.approx(row["failing_cells"])
+        # the same meaning as in `evaluate`: the probability that a stored bit flips
+        assert row["bit_error_rate"] == pytest.approx(row["failing_cells"] / 2)
     assert plot.is_file() and payload["plot"] == str(plot)
 
 
@@ -99,20 +101,24 @@ def test_energy_json_reports_the_operating_point(checkpoint, chip_file, tmp_path
     assert plot.is_file()
 
 
-def test_energy_with_random_errors_and_an_energy_table(checkpoint, capsys):
+def test_energy_with_random_errors_and_an_energy_table(checkpoint, capsys, tmp_path, monkeypatch):
     capsys.readouterr()
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     args = ["energy", str(checkpoint), "--budget", "2", "--random-errors", "--placements", "2"]
     args += ["--voltages", "0.85,0.9,1.0", "--energy-table", "0.8:0.6,1.0:1.0", "--limit", "200"]
-    assert main([*args, "--no-plot", "--json"]) == 0
+    assert main([*args, "--json"]) == 0
     payload = _json(capsys)
     assert payload["mode"] == "random" and payload["energy_model"] == "table"
     assert payload["plot"] is None and payload["met"] is True
+    assert list(workdir.iterdir()) == []  # without --plot no file is written anywhere
 
 
 def test_energy_budget_not_met_says_so_and_reports_the_best(checkpoint, chip_file, capsys):
     capsys.readouterr()
     args = ["energy", str(checkpoint), "--budget", "0", "--chip", str(chip_file)]
-    code = main([*args, "--voltages", "0.76,0.78", "--limit", "200", "--no-plot", "--json"])
+    code = main([*args, "--voltages", "0.76,0.78", "--limit", "200", "--json"])
     assert code == 1
     captured = capsys.readouterr()
     payload = json.loads(captured.out)

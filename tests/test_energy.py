@@ -17,7 +17,6 @@ from bitrobust.energy import (
     energy_per_access,
     energy_saving,
     find_operating_point,
-    plot_voltage_tradeoff,
     random_errors_evaluator,
     sram_evaluator,
 )
@@ -186,17 +185,6 @@ def test_random_errors_evaluator_uses_the_curve():
     row = evaluate(0.8)
     assert len(row["rerr"]) == 3 and row["bit_error_rate"] == pytest.approx(0.065)
     assert min(row["rerr"]) >= err
-
-
-def test_plot_writes_a_png(tmp_path):
-    rows = [
-        {"voltage": v, "rerr_mean": 0.05 + CURVE.rate(v), "rerr_min": 0.05, "rerr_max": 0.3}
-        for v in (0.8, 0.9, 1.0)
-    ]
-    path = plot_voltage_tradeoff(
-        {"model": rows}, tmp_path / "p.png", baseline_err=0.05, budget=0.01, operating_voltage=0.9
-    )
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _checkpoint(seed: int) -> Checkpoint:

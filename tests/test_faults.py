@@ -141,10 +141,13 @@ def test_rates_are_validated():
 
 
 def test_names_and_overrides():
-    assert RandomBitErrors(0.01).name == "random_bit_errors(p01=0.01,p10=0.01)"
+    assert RandomBitErrors(0.01).name == "random_bit_errors(p01=0.01,p10=0.01,sampler=2)"
     model = RandomBitErrors(0.01, one_to_zero=0.002)
     assert (model.zero_to_one, model.one_to_zero) == (0.01, 0.002)
-    assert RandomBitErrors(zero_to_one=0.3).name == "random_bit_errors(p01=0.3,p10=0.0)"
+    assert RandomBitErrors(zero_to_one=0.3).name == "random_bit_errors(p01=0.3,p10=0.0,sampler=2)"
+    assert RandomBitErrors(0.1, layers=["fc1"], bits=[-1], sampler=1).name == (
+        "random_bit_errors(p01=0.1,p10=0.1,layers=fc1,bits=-1,sampler=1)"
+    )
     assert RandomBitErrors(0.01) == RandomBitErrors(zero_to_one=0.01, one_to_zero=0.01)
     assert len({RandomBitErrors(0.01), RandomBitErrors(0.01), RandomBitErrors(0.02)}) == 2
     assert isinstance(RandomBitErrors(0.1), FaultModel)

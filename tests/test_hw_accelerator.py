@@ -7,12 +7,14 @@ import torch
 from torch import nn
 
 from bitrobust.errors import BitrobustError
+from bitrobust.faults import FaultPattern
 from bitrobust.hw import (
     FaultMap,
     GPUArray,
     PEFaults,
     SystolicArray,
     calibrate,
+    deploy,
     emulated_layers,
     evaluate_accelerator,
     exact,
@@ -20,7 +22,6 @@ from bitrobust.hw import (
     lut_products,
     make_accelerator,
     mitchell,
-    set_faults,
     to_accelerator,
 )
 from bitrobust.hw.layers import EmulatedConv2d, EmulatedLinear
@@ -50,14 +51,14 @@ def test_gpu_mapping_is_round_robin_over_macs():
 
 
 def test_same_seed_same_fault_map_and_rates_nest():
-    first = PEFaults(0.3, 14, 1).sample(SystolicArray(16), seed=5)
-    again = PEFaults(0.3, 14, 1).sample(SystolicArray(16), seed=5)
+    first = PEFaults(0.3, 14, 1).fault_map(SystolicArray(16), seed=5)
+    again = PEFaults(0.3, 14, 1).fault_map(SystolicArray(16), seed=5)
     assert torch.equal(first.faulty, again.faulty) and first.num_faulty == round(0.3 * 256)
-    other = PEFaults(0.3, 14, 1).sample(SystolicArray(16), seed=6)
+    other = PEFaults(0.3, 14, 1).fault_map(SystolicArray(16), seed=6)
     assert not torch.equal(first.faulty, other.faulty)
     low, high = faulty_pes(256, 0.1, 5), faulty_pes(256, 0.5, 5)
     assert bool((low <= high).all()) and int(high.sum()) == 128
-    other_bit = PEFaults(0.3, 2, 0).sample(SystolicArray(16), seed=5)
+    other_bit = PEFaults(0.3, 2, 0).fault_map(SystolicArray(16), seed=5)
     assert torch.equal(other_bit.faulty, first.faulty)  # same PEs for every bit and value
     assert faulty_pes(10, 0.0, 1).sum() == 0 and faulty_pes(10, 1.0, 1).all()
 
@@ -135,30 +136,30 @@ def test_to_accelerator_keeps_a_module_and_replaces_gemm_layers(tiny):
 
 def test_fault_free_accelerator_equals_the_plain_emulated_model(tiny):
     model, x = tiny
-    array = SystolicArray(4)
+    deployment = deploy(model, mitchell(True), SystolicArray(4), calibration=x)
     plain = to_accelerator(model, mitchell(True), calibration=x)
-    no_faults = to_accelerator(model, mitchell(True), array, PEFaults(0.0, 15, 1), calibration=x)
-    faulty = to_accelerator(
-        model, mitchell(True), array, PEFaults(0.5, 14, 1), seed=3, calibration=x
-    )
+
+    def run(pattern: FaultPattern) -> torch.Tensor:
+        with torch.no_grad():
+            return deployment.faulty_module(pattern)(x)
+
     with torch.no_grad():
         reference = plain(x)
-        assert torch.equal(no_faults(x), reference)
-        assert not torch.equal(faulty(x), reference)
-        assert set_faults(faulty, None) == 0
-        assert torch.equal(faulty(x), reference)
+    assert torch.equal(run(FaultPattern()), reference)
+    assert torch.equal(run(PEFaults(0.0, 15, 1).sample(deployment.target, 0)), reference)
+    faulty = PEFaults(0.5, 14, 1).sample(deployment.target, 3)
+    assert not torch.equal(run(faulty), reference)
+    with torch.no_grad():
+        assert torch.equal(deployment.module(x), reference)  # the faults were never stored
 
 
 def test_layer_restricted_faults(tiny):
     model, x = tiny
-    array = GPUArray(10)
-    converted = to_accelerator(model, exact(False), calibration=x)
-    fmap = PEFaults(0.5, 13, 1, layer="head.3").sample(array, 0)
-    assert set_faults(converted, fmap) == 1
-    layers = emulated_layers(converted)
-    assert layers["conv"].fault is None and layers["head.3"].fault is not None
+    deployment = deploy(model, exact(False), GPUArray(10), calibration=x)
+    pattern = PEFaults(0.5, 13, 1, layer="head.3").sample(deployment.target, 0)
+    assert set(pattern.datapath) == {"head.3"}
     with pytest.raises(BitrobustError, match="no emulated layer named 'fc'"):
-        set_faults(converted, PEFaults(0.5, 13, 1, layer="fc").sample(array, 0))
+        PEFaults(0.5, 13, 1, layer="fc").sample(deployment.target, 0)
 
 
 def test_unsupported_layers_are_user_errors():
@@ -182,8 +183,8 @@ def test_unsupported_layers_are_user_errors():
             to_accelerator(bad, exact())
     with pytest.raises(BitrobustError, match="no Linear or Conv2d"):
         to_accelerator(nn.Sequential(nn.ReLU()), exact())
-    with pytest.raises(BitrobustError, match="needs an accelerator"):
-        to_accelerator(nn.Linear(2, 2), exact(), faults=PEFaults(0.1, 1, 1))
+    with pytest.raises(BitrobustError, match="accelerator"):
+        PEFaults(0.1, 1, 1).sample(deploy(nn.Linear(2, 2), exact()).target, 0)
 
 
 def test_lenet_and_mlp_from_the_registry_convert(tiny):

@@ -181,3 +181,25 @@ def test_accelerator_evaluate_user_errors(checkpoint, data_dir, capsys, extra, m
         *extra,
     )
     assert message in err
+
+
+def test_accelerator_evaluate_memory_and_pe_faults_in_one_trial(checkpoint, data_dir, capsys):
+    """Random bit errors in the accelerator's weight memory beside PE faults, and a list of
+    PE fault rates: one row per rate, each with both kinds of faults."""
+    common = ["accelerator", "evaluate", str(checkpoint), "--multiplier", "mitchell8u"]
+    common += ["--size", "4", "--limit", "100", "--calibration", "100", "--patterns", "2"]
+    faults = ["--fault-rate", "0.1,0.3", "--stuck-at", "1", "--bit", "14"]
+    payload = run_json(capsys, *common, *faults, "--bit-error-rate", "0.01")
+    assert [row["fault_model"] for row in payload["sweep"]] == [
+        f"pe-sa1-b14-product-r{rate}+random_bit_errors(p01=0.01,p10=0.01,sampler=2)"
+        for rate in ("0.1", "0.3")
+    ]
+    for row in payload["sweep"]:
+        assert row["flips_mean"] > 0 and row["patterns"] == 2
+        assert all(r["faulty_macs"] > 0 and r["flips"] > 0 for r in row["results"])
+    memory_only = run_json(capsys, *common, "--bit-error-rate", "0.05")
+    assert memory_only["fault_model"].startswith("random_bit_errors(")
+    assert memory_only["flips_mean"] > 0
+    assert all(r["faulty_macs"] == 0 for r in memory_only["results"])
+    err = run_error(capsys, *common, "--chip", "missing.npz")
+    assert "--chip and --voltage go together" in err

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from unittest import mock
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from bitrobust.errors import BitrobustError
-from bitrobust.hw import emulate
+from bitrobust.hw import emulate, kernel
 from bitrobust.hw.emulate import LayerFault, decode, force_bit, integer_gemm, lut_products
 from bitrobust.hw.layers import (
     EmulatedConv2d,
@@ -18,7 +22,7 @@ from bitrobust.hw.layers import (
     affine_qparams,
     quantize_codes,
 )
-from bitrobust.hw.multiplier import exact, load_multiplier, mitchell, truncated
+from bitrobust.hw.multiplier import Multiplier, exact, load_multiplier, mitchell, truncated
 
 SIGNS = [False, True]
 
@@ -33,11 +37,29 @@ def int_matmul(act, weight, signed, za=0, zw=0) -> torch.Tensor:
     return a @ w
 
 
-@pytest.fixture(params=[False, True], ids=["direct", "columns"])
-def gather_path(request, monkeypatch):
-    """Run a test with both gather strategies of lut_matmul."""
-    monkeypatch.setattr(emulate, "COLUMN_TABLE_MIN_ROWS", 0 if request.param else 10**9)
-    return request.param
+PATHS = ["torch-direct", "torch-columns", "kernel-direct", "kernel-columns"]
+
+
+def use_path(path: str):
+    """Patches that make lut_matmul take ``path``: torch or the compiled kernel, each with the
+    direct table gather or per-weight columns."""
+    engine, gather = path.split("-")
+    if engine == "kernel" and kernel.library() is None:
+        pytest.skip("the compiled kernel is not available (no C compiler)")
+    rows = 0 if gather == "columns" else 10**9
+    return (
+        mock.patch.dict(os.environ, {kernel.KERNEL_ENV: "1" if engine == "kernel" else "0"}),
+        mock.patch.object(emulate, "COLUMN_TABLE_MIN_ROWS", rows),
+        mock.patch.object(emulate, "KERNEL_COLUMN_MIN_ROWS", rows),
+    )
+
+
+@pytest.fixture(params=PATHS)
+def gather_path(request):
+    """Run a test with every implementation of lut_matmul."""
+    env, torch_rows, kernel_rows = use_path(request.param)
+    with env, torch_rows, kernel_rows:
+        yield request.param
 
 
 # -- integer GEMM ---------------------------------------------------------------------------
@@ -269,3 +291,118 @@ def test_unsupported_convolutions_are_user_errors():
         EmulatedConv2d.from_conv(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"), exact())
     with pytest.raises(BitrobustError, match="padding='same'"):
         EmulatedConv2d.from_conv(nn.Conv2d(1, 1, 3, padding="same"), exact())
+
+
+# -- fast paths against a slow reference -------------------------------------------------------
+
+
+def wrap(values: np.ndarray, bits: int) -> np.ndarray:
+    """Integers read back as ``bits``-bit two's complement."""
+    return (values + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)
+
+
+def forced(values: np.ndarray, bit: int, stuck: int, bits: int, signed: bool) -> np.ndarray:
+    """Set or clear ``bit`` of each value's ``bits``-bit pattern, read back the same way."""
+    pattern = values % 2**bits
+    pattern = pattern | (1 << bit) if stuck else pattern & ~(1 << bit)
+    return wrap(pattern, bits) if signed else pattern
+
+
+def reference_gemm(act, weight, table, signed, za, zw, fault) -> np.ndarray:
+    """Σ_k (a − z_a)(w − z_w) the slow way: every product, every partial sum, in int64."""
+    a, w = act.numpy().astype(np.int64), weight.numpy().astype(np.int64)
+    K, M = w.shape
+    products = table.astype(np.int64)[a[:, :, None], w[None, :, :]]  # R×K×M
+    mask = np.zeros((K, M), bool) if fault is None else fault.mask.numpy()
+    keep = np.ones((K, M), np.int64)
+    if fault is not None and fault.bypass:
+        products[:, mask] = 0
+        keep = (~mask).astype(np.int64)
+    elif fault is not None and fault.site == "product":
+        products[:, mask] = forced(products[:, mask], fault.bit, fault.stuck_at, 16, signed)
+    if fault is not None and fault.site == "accumulator" and not fault.bypass:
+        segment = fault.segment or K
+        raw = np.zeros((len(a), M), np.int64)
+        for start in range(0, K, segment):
+            partial = np.zeros_like(raw)
+            for k in range(start, min(K, start + segment)):
+                partial = wrap(partial + products[:, k], 32)
+                partial[:, mask[k]] = forced(
+                    partial[:, mask[k]], fault.bit, fault.stuck_at, 32, True
+                )
+            raw += partial
+    else:
+        raw = products.sum(axis=1)
+    av = decode(act, signed).numpy().astype(np.int64)
+    wv = decode(weight, signed).numpy().astype(np.int64)
+    corrections = zw * (av @ keep) + za * (wv * keep).sum(0) - za * zw * keep.sum(0)
+    return wrap(raw - corrections, 32)
+
+
+@st.composite
+def gemm_cases(draw):
+    """A random table (some rows zero), operands concentrated on a few patterns, zero points,
+    and no fault, a product, accumulator or bypassed fault at a random bit and stuck value."""
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    signed = draw(st.booleans())
+    R, K, M = draw(st.integers(1, 24)), draw(st.integers(1, 40)), draw(st.integers(1, 20))
+    low, high = (-(2**15), 2**15) if signed else (0, 2**16)
+    table = rng.integers(low, high, (256, 256))
+    frequent = rng.integers(0, 256, 3)
+    for code in frequent[: draw(st.integers(0, 3))]:
+        table[code] = 0  # e.g. the zero activation: lets the kernel skip it in chains
+    share = draw(st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+    act = np.where(
+        rng.random((R, K)) < share, rng.choice(frequent, (R, K)), rng.integers(0, 256, (R, K))
+    )
+    weight = rng.integers(0, 256, (K, M))
+    za, zw = draw(st.integers(-128, 255)), draw(st.integers(-128, 255))
+    kind = draw(st.sampled_from(["none", "product", "accumulator", "bypass"]))
+    fault = None
+    if kind != "none":
+        mask = torch.from_numpy(rng.random((K, M)) < draw(st.sampled_from([0.05, 0.3, 1.0])))
+        site = "accumulator" if kind == "accumulator" else "product"
+        bit = draw(st.integers(0, 31 if site == "accumulator" else 15))
+        segment = draw(st.one_of(st.none(), st.integers(1, K)))
+        fault = LayerFault(
+            mask, bit, draw(st.integers(0, 1)), site, segment, bypass=kind == "bypass"
+        )
+    multiplier = Multiplier("random", table, signed)
+    as_codes = lambda x: torch.from_numpy(x.astype(np.uint8))  # noqa: E731
+    return multiplier, as_codes(act), as_codes(weight), za, zw, fault
+
+
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=60, deadline=None)
+@given(case=gemm_cases())
+def test_every_path_equals_the_slow_reference_bit_for_bit(path, case):
+    multiplier, act, weight, za, zw, fault = case
+    expected = reference_gemm(act, weight, multiplier.table, multiplier.signed, za, zw, fault)
+    env, torch_rows, kernel_rows = use_path(path)
+    with env, torch_rows, kernel_rows:
+        got = integer_gemm(act, weight, multiplier, za, zw, fault)
+    assert got.dtype == torch.int32 and got.shape == expected.shape
+    assert np.array_equal(got.numpy().astype(np.int64), expected)
+
+
+def test_kernel_skips_the_most_frequent_pattern_exactly():
+    """Saturated activations (all one nonzero pattern) under every fault site."""
+    if kernel.library() is None:
+        pytest.skip("the compiled kernel is not available (no C compiler)")
+    g = torch.Generator().manual_seed(9)
+    act = torch.full((40, 48), 255, dtype=torch.uint8)
+    act[3, 5] = 7  # one row differs in one chain
+    weight = codes((48, 12), g)
+    mask = torch.rand((48, 12), generator=g) < 0.3
+    m = mitchell(False)
+    assert emulate.most_frequent_pattern(act) == 255
+    for fault in (
+        None,
+        LayerFault(mask, 3, 1),
+        LayerFault(mask, 9, 0, site="accumulator", segment=16),
+        LayerFault(mask, 30, 1, site="accumulator"),
+    ):
+        expected = reference_gemm(act, weight, m.table, False, 0, 0, fault)
+        got = emulate.lut_matmul(act, weight, m, fault)
+        assert np.array_equal(got.numpy().astype(np.int64), expected)

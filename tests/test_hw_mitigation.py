@@ -17,13 +17,11 @@ from bitrobust.hw import (
     LayerFault,
     PEFaults,
     SystolicArray,
-    accuracy,
     calibrate,
-    emulated_layers,
+    deploy,
     exact,
     integer_gemm,
     load_multiplier,
-    to_accelerator,
 )
 from bitrobust.hw.emulate import decode, force_bit
 from bitrobust.hw.mitigation import (
@@ -32,9 +30,6 @@ from bitrobust.hw.mitigation import (
     candidate_codes,
     map_weights,
     mitigate,
-    prune_faulty,
-    restore,
-    snapshot,
 )
 from bitrobust.quant import QuantScheme
 from bitrobust.train import TrainConfig, train
@@ -74,30 +69,40 @@ def digits_model():
     return _digits_model()
 
 
+def _accuracy(deployment, pattern, images, labels) -> float:
+    predictions, _ = deployment.predict(pattern, (images, labels))
+    return float((predictions == labels).float().mean())
+
+
+def _state(module: nn.Module) -> dict[str, bytes]:
+    return {k: v.detach().numpy().tobytes() for k, v in module.state_dict().items()}
+
+
 @pytest.mark.parametrize("bypass", [True, False])
 def test_fap_prunes_exactly_the_faulty_weights(digits_model, bypass):
     model, (images, _) = digits_model
-    emulated = to_accelerator(
-        model, "trunc8u_k2", SystolicArray(4), PEFaults(0.5, 12, 1), calibration=images[:300]
+    deployment = deploy(model, "trunc8u_k2", SystolicArray(4), calibration=images[:300])
+    pattern = PEFaults(0.5, 12, 1).sample(deployment.target, 0)
+    untouched = _state(deployment.module)
+    result = mitigate(deployment, pattern, MitigationConfig("fap", bypass=bypass))
+    assert _state(deployment.module) == untouched  # the caller's deployment is not changed
+    assert result.summary["pruned_weights"] == sum(
+        int(f.mask.sum()) for f in pattern.datapath.values()
     )
-    before = {n: layer.weight_codes.clone() for n, layer in emulated_layers(emulated).items()}
-    for name, layer in emulated_layers(emulated).items():
-        mask = layer.fault.mask
-        assert prune_faulty(layer, bypass) == int(mask.sum())
-        zero = layer.weight_zero & 0xFF
-        assert torch.all(layer.weight_codes[mask] == zero)
-        assert torch.equal(layer.weight_codes[~mask], before[name][~mask])
-        assert layer.fault.bypass is bypass
-        # the float weight of a pruned MAC is 0 as well
-        assert torch.all(layer.gemm_weight()[mask] == 0)
+    for name, layer in result.deployment.layers.items():
+        mask = pattern.datapath[name].mask
+        before = deployment.layers[name].weight_codes
+        assert torch.all(layer.weight_codes[mask] == (layer.weight_zero & 0xFF))
+        assert torch.equal(layer.weight_codes[~mask], before[~mask])
+        assert result.pattern.datapath[name].bypass is bypass
+        assert torch.all(layer.gemm_weight()[mask] == 0)  # the float weight of a pruned MAC
     if bypass:  # bypassed PEs: the stuck bit no longer shows
-        other = to_accelerator(
-            model, "trunc8u_k2", SystolicArray(4), PEFaults(0.5, 3, 0), calibration=images[:300]
-        )
-        for layer in emulated_layers(other).values():
-            prune_faulty(layer, bypass)
+        other = PEFaults(0.5, 3, 0).sample(deployment.target, 0)  # the same PEs
+        other_result = mitigate(deployment, other, MitigationConfig("fap"))
         with torch.no_grad():
-            assert torch.equal(emulated(images[:50]), other(images[:50]))
+            mine = result.deployment.faulty_module(result.pattern)(images[:50])
+            theirs = other_result.deployment.faulty_module(other_result.pattern)(images[:50])
+        assert torch.equal(mine, theirs)
 
 
 def _brute_force_code(layer, histogram, q_w, bit, stuck_at):
@@ -129,11 +134,11 @@ def test_mapping_picks_the_argmin_code(multiplier, bit, stuck_at):
     data = torch.randn(40, 6) * 0.8 + 0.3
     calibrate(model, data)
     mask = torch.rand(6, 3, generator=torch.Generator().manual_seed(2)) < 0.5
-    layer.set_fault(LayerFault(mask=mask, bit=bit, stuck_at=stuck_at))
+    fault = LayerFault(mask=mask, bit=bit, stuck_at=stuck_at)
     histogram = activation_histograms(model, data[:20])["0"]
     original = layer.weight_codes.clone()
     bias = layer.bias.detach().clone()
-    map_weights(layer, histogram)
+    map_weights(layer, fault, histogram)
     assert torch.equal(layer.bias, bias)  # no compensation asked
     for k, m in zip(*torch.nonzero(mask, as_tuple=True)):
         expected = _brute_force_code(layer, histogram, int(original[k, m]), bit, stuck_at)
@@ -145,32 +150,32 @@ def test_falretune_never_worse_than_no_mitigation(digits_model):
     model, (images, labels) = digits_model
     subset_images, subset_labels = images[:400], labels[:400]
     for multiplier, bit, stuck_at in (("exact8u", 14, 1), ("trunc8u_k2", 12, 0), ("exact8s", 6, 1)):
-        emulated = to_accelerator(
-            model, multiplier, SystolicArray(4), PEFaults(0.5, bit, stuck_at), calibration=images
-        )
-        before = accuracy(emulated, subset_images, subset_labels)
-        saved = snapshot(emulated)
+        deployment = deploy(model, multiplier, SystolicArray(4), calibration=images)
+        pattern = PEFaults(0.5, bit, stuck_at).sample(deployment.target, 0)
+        before = _accuracy(deployment, pattern, subset_images, subset_labels)
         config = MitigationConfig("falretune", epochs=1, examples=400, lr=0.01)
-        info = mitigate(emulated, config, images, labels)
-        after = accuracy(emulated, subset_images, subset_labels)
+        result = mitigate(deployment, pattern, config, images, labels)
+        info = result.summary
+        after = _accuracy(result.deployment, result.pattern, subset_images, subset_labels)
         assert after >= before, (multiplier, bit, stuck_at, info)
         assert info["retune_accuracy"]["none"] == pytest.approx(before)
         if (multiplier, bit) == ("exact8u", 14):  # a high stuck-at-1 bit: a large recovery
             assert after > before + 0.2
-        restore(emulated, saved)
-        assert accuracy(emulated, subset_images, subset_labels) == before
+        assert _accuracy(deployment, pattern, subset_images, subset_labels) == before
 
 
 def test_fap_t_retrains_with_pruned_weights_frozen(digits_model):
     model, (images, labels) = digits_model
-    emulated = to_accelerator(
-        model, exact(False), SystolicArray(4), PEFaults(0.5, 14, 1), calibration=images[:300]
-    )
-    info = mitigate(emulated, MitigationConfig("fap-t", epochs=1, examples=300), images, labels)
+    deployment = deploy(model, exact(False), SystolicArray(4), calibration=images[:300])
+    pattern = PEFaults(0.5, 14, 1).sample(deployment.target, 0)
+    config = MitigationConfig("fap-t", epochs=1, examples=300)
+    result = mitigate(deployment, pattern, config, images, labels)
+    info = result.summary
     assert info["pruned_weights"] > 0 and len(info["retune_loss"]) == 1
-    for layer in emulated_layers(emulated).values():
-        assert torch.all(layer.weight_codes[layer.fault.mask] == (layer.weight_zero & 0xFF))
-        assert layer.fault.bypass and not layer.weight.requires_grad
+    for name, layer in result.deployment.layers.items():
+        fault = result.pattern.datapath[name]
+        assert torch.all(layer.weight_codes[fault.mask] == (layer.weight_zero & 0xFF))
+        assert fault.bypass and not layer.weight.requires_grad
 
 
 def test_config_is_checked():

@@ -65,8 +65,11 @@ def test_codes_never_use_protected_bits(scheme, w):
     assert qt.protected_mask == (0xFF << scheme.bits) & 0xFF
 
 
+FIXED_POINT = [name for name in PRESETS if not QuantScheme.preset(name).affine]
+
+
 @pytest.mark.parametrize("bits", range(2, 9))
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", FIXED_POINT)
 def test_every_code_dequantizes_inside_range(preset, bits):
     scheme = QuantScheme.preset(preset, bits=bits)
     qt = quantize(torch.linspace(-0.3, 0.7, 256), scheme)
@@ -217,15 +220,16 @@ class _Net(nn.Module):
         return self.frozen(self.fc(x))
 
 
-def test_quantized_model_covers_trainable_parameters_only():
+def test_quantized_model_covers_every_parameter_frozen_ones_included():
+    """Frozen parameters live in the same memory: they are quantized (and so get faults)."""
     net = _Net()
     scheme = QuantScheme.preset("rquant", bits=4)
     qmodel = quantize_model(net, scheme)
-    trainable = [name for name, p in net.named_parameters() if p.requires_grad]
-    assert list(qmodel.tensors) == trainable
-    assert {"conv.bias", "bn.weight", "bn.bias", "gn.weight", "fc.bias"} <= set(trainable)
-    assert not any(name.startswith("frozen") or "running" in name for name in qmodel.tensors)
-    assert qmodel.num_bits() == 4 * sum(net.get_parameter(n).numel() for n in trainable)
+    stored = [name for name, _ in net.named_parameters()]
+    assert list(qmodel.tensors) == stored
+    assert {"conv.bias", "bn.weight", "gn.weight", "fc.bias", "frozen.weight"} <= set(stored)
+    assert not any("running" in name for name in qmodel.tensors)  # buffers are not stored
+    assert qmodel.num_bits() == 4 * sum(net.get_parameter(n).numel() for n in stored)
 
     params = qmodel.dequantized()
     x = torch.randn(2, 1, 5, 5)
@@ -249,7 +253,7 @@ def test_quantized_model_with_codes_is_a_new_object():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_fake_quantize_forward_and_straight_through_gradient(preset):
-    scheme = QuantScheme.preset(preset, bits=4)
+    scheme = QuantScheme.preset(preset, bits=4 if preset in FIXED_POINT else 8)
     x = torch.randn(20, requires_grad=True)
     y = fake_quantize(x, scheme)
     assert torch.equal(y.detach(), quantize(x, scheme).dequantize())
@@ -262,3 +266,29 @@ def test_quantized_tensor_with_codes_checks_shape():
     assert isinstance(qt.with_codes(qt.codes ^ 1), QuantizedTensor)
     with pytest.raises(ValueError, match="shape"):
         qt.with_codes(qt.codes[:2])
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_affine_operand_formats(signed):
+    """The 8-bit operand formats of multipliers: zero is exact, codes decode as (code − zero)·Δ
+    without a clamp, signed codes stay in −127..127, and names round-trip."""
+    scheme = QuantScheme.preset("int8-symmetric" if signed else "uint8-affine")
+    assert scheme.affine and scheme.protected_mask == 0 and scheme.unsigned is not signed
+    assert QuantScheme.from_name(scheme.name) == scheme
+    w = torch.cat([torch.linspace(0.2, 1.7, 40), torch.zeros(1)])  # all positive, plus 0
+    qt = quantize(w, scheme)
+    values = qt.integer_values()
+    assert int(values[-1]) == 0 and float(qt.dequantize()[-1]) == 0.0
+    assert torch.allclose(qt.dequantize(), w, atol=float(qt.scale) / 2 + 1e-7)
+    all_codes = torch.arange(256, dtype=torch.uint8)
+    expected = torch.arange(256)
+    expected = torch.where(expected >= 128, expected - 256, expected) if signed else expected
+    expected = expected - qt.zero_point
+    assert torch.equal(qt.decode(all_codes), (expected * qt.scale).to(torch.float32))
+    if signed:
+        assert int(values.min()) >= -127 and int(values.max()) <= 127
+    for bad in ({"bits": 4}, {"rounding": False}, {"per_layer": False}):
+        with pytest.raises(BitrobustError, match="affine"):
+            QuantScheme(**{"affine": True, "symmetric": signed, "unsigned": not signed, **bad})
+    with pytest.raises(BitrobustError, match="8-bit"):
+        QuantScheme.preset("uint8-affine", bits=4)

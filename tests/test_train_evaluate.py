@@ -8,7 +8,13 @@ from torch.utils.data import TensorDataset
 
 from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
 from bitrobust.errors import BitrobustError
-from bitrobust.evaluate import evaluate_bit_errors, predict, robust_error, run_trial
+from bitrobust.evaluate import (
+    QuantizedDeployment,
+    evaluate_bit_errors,
+    predict,
+    robust_error,
+    run_trial,
+)
 from bitrobust.faults import RandomBitErrors
 from bitrobust.quant import QuantizedModel, QuantScheme
 from bitrobust.train import TrainConfig, perturbed_parameters, project_parameters, train
@@ -115,13 +121,11 @@ def test_trial_is_a_pure_function_of_its_inputs():
     model, scheme = trained("normal")
     images, labels = blobs(seed=2).tensors
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    qmodel = QuantizedModel.from_module(model, scheme)
-    first = run_trial(model, qmodel, RandomBitErrors(0.2), 7, images, labels)
-    again = run_trial(
-        model, QuantizedModel.from_module(model, scheme), RandomBitErrors(0.2), 7, images, labels
-    )
+    first = run_trial(QuantizedDeployment(model, scheme), RandomBitErrors(0.2), 7, (images, labels))
+    again = run_trial(QuantizedDeployment(model, scheme), RandomBitErrors(0.2), 7, (images, labels))
     assert first == again
-    assert first.flips > 0
+    assert first.flips > 0 and first.examples == len(labels)
+    assert first.err_clean <= first.rerr and first.err_faulty <= first.rerr
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
 

@@ -170,3 +170,125 @@ def sparse_flip_mask(
         powers = torch.ones_like(chosen, dtype=torch.int32) << (chosen % value_bits).to(torch.int32)
         mask.index_add_(0, chosen // value_bits, powers)  # positions are distinct: sum == OR
     return mask.to(torch.uint8).reshape(tuple(shape))
+
+
+# -- sampling in O(flips) -------------------------------------------------------------------------
+
+
+def ladder_levels(num_bits: int) -> int:
+    """Levels of the rate ladder of :func:`flip_candidates` for ``num_bits`` bits: level j of L
+    holds the draws in [2^(j-1-L), 2^(j-L)) (level 1 from 0). L grows with log2(num_bits), so
+    that the bottom level expects about one candidate and rates near 0 cost nothing."""
+    return max(1, math.ceil(math.log2(max(num_bits, 2)))) + 1
+
+
+def _level_bounds(level: int, levels: int) -> tuple[float, float]:
+    low = 0.0 if level == 1 else 2.0 ** (level - 1 - levels)
+    return low, 2.0 ** (level - levels)
+
+
+def _levels_for(rate: float, levels: int) -> int:
+    """How many ladder levels hold all draws below ``rate``."""
+    if rate <= 0:
+        return 0
+    level = 1
+    while level < levels and _level_bounds(level, levels)[1] < rate:
+        level += 1
+    return level
+
+
+def bernoulli_positions(count: int, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Sorted positions in [0, count) each chosen independently with ``probability``.
+
+    Geometric gaps between successes, drawn in chunks from ``generator``: the cost is in the
+    number of successes (plus one chunk), not in ``count``.
+    """
+    if count <= 0 or probability <= 0:
+        return torch.empty(0, dtype=torch.int64)
+    if probability >= 1:
+        return torch.arange(count, dtype=torch.int64)
+    log_miss = math.log1p(-probability)
+    expected = count * probability
+    chunk = int(expected + 4 * math.sqrt(expected) + 16)
+    pieces, end = [], -1
+    while True:
+        uniforms = torch.rand(chunk, generator=generator, dtype=torch.float64)
+        gaps = torch.floor(torch.log1p(-uniforms) / log_miss).clamp(max=count).to(torch.int64)
+        gaps += 1
+        positions = end + torch.cumsum(gaps, 0)
+        inside = positions[positions < count]
+        pieces.append(inside)
+        if len(inside) < chunk:
+            break
+        end = int(positions[-1])
+    return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bits whose uniform draw is below ``max_rate``, with their draws: (positions, draws).
+
+    Sampler version 2. Conceptually every one of ``num_bits`` bits has one U[0, 1) draw, as in
+    :func:`uniform_draws`; this draws only the ones below ``max_rate``, level by level up a
+    ladder of rates that double (:func:`ladder_levels`): level j adds each bit not drawn yet
+    with the conditional probability of a draw in its range. So the cost is O(flips) (about
+    2·max_rate·num_bits candidates at most), and the candidates below a rate p do not depend
+    on ``max_rate`` ≥ p: a pattern depends only on (seed, p, num_bits), and lower rates give
+    subsets. Positions are distinct int64 (in no particular order), draws float64; one CPU
+    generator seeded with ``seed``, so the result is the same on every machine and device.
+    """
+    check_rate(max_rate, "rate")
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    levels = ladder_levels(num_bits)
+    positions, draws = [], []
+    seen = None  # bit-packed set of the positions drawn so far
+    for level in range(1, _levels_for(max_rate, levels) + 1):
+        low, high = _level_bounds(level, levels)
+        chosen = bernoulli_positions(num_bits, (high - low) / (1 - low), generator)
+        offsets = torch.rand(len(chosen), generator=generator, dtype=torch.float64)
+        byte, bit = chosen >> 3, (chosen & 7).to(torch.uint8)
+        if seen is None:
+            seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)
+        else:
+            fresh = ((seen[byte] >> bit) & 1) == 0
+            chosen, offsets, byte, bit = chosen[fresh], offsets[fresh], byte[fresh], bit[fresh]
+        seen.index_add_(0, byte, torch.ones_like(bit) << bit)  # distinct bits: sum == OR
+        positions.append(chosen)
+        draws.append(low + (high - low) * offsets)
+    if not positions:
+        return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
+    return torch.cat(positions), torch.cat(draws)
+
+
+def candidate_flips(
+    codes: torch.Tensor,
+    value_bits: int,
+    positions: torch.Tensor,
+    draws: torch.Tensor,
+    zero_to_one: float,
+    one_to_zero: float,
+    allowed_bits: int = 0xFF,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The XOR mask of the candidates that flip at these rates, and the flat indices of the
+    codes it touches (possibly repeated): (uint8 mask shaped like ``codes``, int64 indices).
+
+    Bit position ``pos`` is bit ``pos % value_bits`` of code ``pos // value_bits``; it flips if
+    its draw is below ``one_to_zero`` when the stored bit is 1, else below ``zero_to_one``,
+    and its bit is in ``allowed_bits``. ``positions`` must be distinct.
+    """
+    p01 = check_rate(zero_to_one, "zero_to_one")
+    p10 = check_rate(one_to_zero, "one_to_zero")
+    index = positions // value_bits
+    bit = positions % value_bits
+    if p01 == p10:
+        keep = draws < p01
+    else:
+        stored_codes = codes.reshape(-1)[index.to(codes.device)].cpu()
+        stored = (stored_codes.to(torch.int64) >> bit) & 1
+        keep = draws < torch.where(stored.bool(), p10, p01)
+    if allowed_bits != 0xFF:
+        keep &= ((allowed_bits >> bit) & 1).bool()
+    index, bit = index[keep], bit[keep].to(torch.uint8)
+    mask = torch.zeros(codes.numel(), dtype=torch.uint8)
+    mask.index_add_(0, index, torch.ones_like(bit) << bit)  # distinct bits of a code: OR
+    return mask.reshape(codes.shape).to(codes.device), index

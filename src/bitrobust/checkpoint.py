@@ -112,10 +112,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`; BitrobustError if it is unusable."""
+    """Read a checkpoint written by :func:`save_checkpoint`; BitrobustError if it is unusable:
+    missing, not a safetensors file, corrupt, of another architecture, or with NaN/Inf values."""
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise BitrobustError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise BitrobustError(f"checkpoint {path} does not exist")
     try:
@@ -123,8 +126,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:  # safetensors raises several types for corrupt files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BitrobustError(
-            f"checkpoint {path} is corrupt or not a safetensors file ({exc})"
+            f"checkpoint {path} is corrupt or not a safetensors file ({reason})"
         ) from None
     if metadata.get("format") != FORMAT:
         raise BitrobustError(
@@ -136,7 +140,22 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         training = json.loads(metadata.get("training", "{}"))
     except (KeyError, TypeError, ValueError) as exc:
         raise BitrobustError(f"checkpoint {path} has unreadable metadata ({exc})") from None
-    model = architecture.build()
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+            raise BitrobustError(
+                f"checkpoint {path} has {kind} values in tensor '{name}'; it cannot be evaluated "
+                "(was training unstable?)"
+            )
+    try:
+        model = architecture.build()
+    except BitrobustError as exc:
+        raise BitrobustError(f"checkpoint {path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise BitrobustError(
+            f"checkpoint {path}: cannot build model '{architecture.model}' with options "
+            f"{architecture.options} ({exc})"
+        ) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

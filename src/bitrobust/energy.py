@@ -21,11 +21,9 @@ Errors, budgets and rates are fractions here (budget 0.01 = 1 percentage point).
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +31,11 @@ import torch
 from torch import nn
 
 from bitrobust.errors import BitrobustError
-from bitrobust.evaluate import error_rate, predict, robust_error
+from bitrobust.evaluate import QuantizedDeployment, clean_run, run_trial
 from bitrobust.faults import FaultModel, ProfiledSRAM, RandomBitErrors, SRAMChip
 from bitrobust.faults.sram import VoltageErrorCurve
-from bitrobust.quant import QuantizedModel, QuantScheme
+from bitrobust.quant import QuantScheme
+from bitrobust.stats import summarize
 
 __all__ = [
     "DEFAULT_VOLTAGES",
@@ -46,7 +45,6 @@ __all__ = [
     "energy_per_access",
     "energy_saving",
     "find_operating_point",
-    "plot_voltage_tradeoff",
     "random_errors_evaluator",
     "sram_evaluator",
 ]
@@ -241,7 +239,8 @@ def _row(
     values = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
     if not values:
         raise ValueError(f"no RErr values at voltage {voltage:g}")
-    value = statistics.fmean(values) if statistic == "mean" else max(values)
+    summary = summarize(values)
+    value = summary.mean if statistic == "mean" else summary.max
     relative = energy(voltage)
     return {
         "voltage": voltage,
@@ -249,11 +248,8 @@ def _row(
         "energy": relative,
         "energy_saving": 1.0 - relative,
         "rerr": value,
-        "rerr_mean": statistics.fmean(values),
-        "rerr_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "rerr_min": min(values),
-        "rerr_max": max(values),
-        "patterns": len(values),
+        **{f"rerr_{key}": figure for key, figure in summary.to_json(interval=False).items()},
+        "patterns": summary.n,
         "excess": value - baseline_err,
         "admissible": value - baseline_err <= budget + 1e-12,
     }
@@ -272,22 +268,17 @@ def _evaluator(
 ) -> tuple[float, Callable[[float], dict[str, Any]]]:
     if patterns < 1:
         raise BitrobustError(f"patterns must be >= 1, got {patterns}")
-    if len(images) == 0:
-        raise BitrobustError("no examples to evaluate on")
-    qmodel = QuantizedModel.from_module(model, scheme)
-    clean = predict(model, qmodel.dequantized(), images, batch_size)
-    err = error_rate(clean, labels)
+    deployment = QuantizedDeployment(model, scheme)
+    data = (images, labels)
+    clean = clean_run(deployment, data, batch_size)
+    err = clean.err
 
     def evaluate(voltage: float) -> dict[str, Any]:
-        values = []
-        for faults in fault_models(voltage):
-            for k in range(patterns):
-                pattern = faults.sample(qmodel, seed + k)
-                if pattern.num_flips() == 0:  # nothing changes: RErr = Err, skip the pass
-                    values.append(err)
-                    continue
-                faulty = predict(model, pattern.apply(qmodel).dequantized(), images, batch_size)
-                values.append(robust_error(clean, faulty, labels))
+        values = [
+            run_trial(deployment, faults, seed + k, data, clean, batch_size).rerr
+            for faults in fault_models(voltage)
+            for k in range(patterns)
+        ]
         return {"rerr": values, **describe(voltage)}
 
     return err, evaluate
@@ -308,15 +299,15 @@ def sram_evaluator(
     """(clean Err, evaluate) for ``find_operating_point`` on profiled chips.
 
     ``evaluate(V)`` gives RErr for every chip × placement (seeds ``seed`` .. ``seed +
-    placements − 1``), and the chips' mean ``bit_error_rate``, ``zero_to_one`` and
-    ``one_to_zero`` at V.
+    placements − 1``), and the chips' mean ``bit_error_rate``, ``failing_cells``,
+    ``zero_to_one`` and ``one_to_zero`` at V.
     """
     if not chips:
         raise BitrobustError("give at least one chip")
 
     def describe(voltage: float) -> dict[str, Any]:
         rates = [chip.rates_table([voltage])[0] for chip in chips]
-        keys = ("bit_error_rate", "zero_to_one", "one_to_zero")
+        keys = ("bit_error_rate", "failing_cells", "zero_to_one", "one_to_zero")
         return {key: statistics.fmean(r[key] for r in rates) for key in keys}
 
     return _evaluator(
@@ -359,65 +350,3 @@ def random_errors_evaluator(
         seed,
         batch_size,
     )
-
-
-def plot_voltage_tradeoff(
-    curves: Mapping[str, Sequence[Mapping[str, Any]]],
-    path: str | os.PathLike[str],
-    *,
-    baseline_err: float | None = None,
-    budget: float | None = None,
-    operating_voltage: float | None = None,
-    energy: EnergyModel | None = None,
-    title: str = "",
-) -> Path:
-    """RErr (left axis, mean with min–max band) and energy per access (right) vs voltage.
-
-    ``curves`` maps a label to rows with ``voltage``, ``rerr_mean`` and optionally
-    ``rerr_min``/``rerr_max``. A dashed line marks Err + budget, a dotted one the operating
-    voltage. Drawn with the Agg canvas (no pyplot); returns the PNG path.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    energy = energy or EnergyModel()
-    figure = Figure(figsize=(6.5, 4.0), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    voltages: set[float] = set()
-    for label, rows in curves.items():
-        points = sorted(rows, key=lambda r: r["voltage"])
-        xs = [r["voltage"] for r in points]
-        voltages.update(xs)
-        (line,) = axes.plot(
-            xs, [100 * r["rerr_mean"] for r in points], marker="o", markersize=3, label=label
-        )
-        if points and all("rerr_min" in r and "rerr_max" in r for r in points):
-            axes.fill_between(
-                xs,
-                [100 * r["rerr_min"] for r in points],
-                [100 * r["rerr_max"] for r in points],
-                color=line.get_color(),
-                alpha=0.2,
-                linewidth=0,
-            )
-    if baseline_err is not None and budget is not None:
-        axes.axhline(
-            100 * (baseline_err + budget), color="gray", linestyle="--", label="Err + budget"
-        )
-    if operating_voltage is not None:
-        axes.axvline(operating_voltage, color="black", linestyle=":", label="operating point")
-    axes.set(title=title, xlabel="voltage V / V_min", ylabel="RErr (%)")
-    axes.grid(True, alpha=0.3)
-    if voltages:
-        grid = sorted(voltages)
-        twin = axes.twinx()
-        twin.plot(grid, [energy(v) for v in grid], color="tab:red", linestyle="-", alpha=0.7)
-        twin.set_ylabel(f"energy per access / E(V_min) ({energy.name})", color="tab:red")
-        axes.legend(fontsize="small", loc="upper right")
-    else:
-        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, format="png")
-    return path

@@ -11,8 +11,11 @@ QUANT_PRESETS: tuple[str, ...] = (
     "perlayer",
     "perlayer-asym",
     "perlayer-asym-unsigned",
+    "uint8-affine",
+    "int8-symmetric",
 )
-"""Quantization presets of ``QuantScheme.preset`` (the paper's RQuant first)."""
+"""Quantization presets of ``QuantScheme.preset``: the paper's RQuant first, then its other
+layouts, then the operand formats of 8-bit (approximate) multipliers."""
 
 TRAIN_METHODS: tuple[str, ...] = ("normal", "clipping", "randbet", "bitflip")
 """Training methods of ``bitrobust.train``."""

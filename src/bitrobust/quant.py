@@ -46,10 +46,10 @@ EPSILON = 0.001
 
 PRESETS = QUANT_PRESETS
 
-_FLAGS = ("per_layer", "symmetric", "unsigned", "rounding", "binary")
+_FLAGS = ("per_layer", "symmetric", "unsigned", "rounding", "binary", "affine")
 BINARY_NAME = "binary"
 _NAME_RE = re.compile(
-    r"q(?P<bits>\d+)-(?P<range>perlayer|global)-(?P<sym>sym|asym)-(?P<unsigned>unsigned|signed)"
+    r"q(?P<bits>\d+)-(?P<range>perlayer|global)-(?P<sym>sym|asym|affine)-(?P<unsigned>unsigned|signed)"
     r"-(?P<round>round|trunc)(?:-wmax(?P<w_max>.+))?"
 )
 
@@ -60,6 +60,12 @@ class QuantScheme:
 
     ``w_max`` caps the per-layer range (the paper's clipped adaptive quantization) or, for the
     global scheme, is the fixed range q_max (``None`` becomes 1.0).
+
+    ``affine=True`` is the operand format of an 8-bit multiplier (TFLite/TFApprox style, per
+    tensor): unsigned asymmetric uint8, w ≈ Δ·(code − zero point) with the range widened to
+    contain 0 so that 0 is exact; or signed symmetric int8, w ≈ Δ·code with codes −127..127
+    in two's complement. Every bit is used, and decoding does not clamp: the code is the
+    multiplier's operand as it is. Presets ``uint8-affine`` and ``int8-symmetric``.
 
     ``binary=True`` (only with ``bits=1`` and the other fields at their defaults; use
     :data:`BINARY`) stores the sign of each weight in one bit and dequantizes to ±1. Multi-bit
@@ -73,11 +79,23 @@ class QuantScheme:
     rounding: bool = True
     w_max: float | None = None
     binary: bool = False
+    affine: bool = False
 
     def __post_init__(self) -> None:
         for flag in _FLAGS:
             if not isinstance(getattr(self, flag), bool):
                 raise BitrobustError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.affine:
+            if (self.bits, self.per_layer, self.rounding, self.binary) != (8, True, True, False):
+                raise BitrobustError(
+                    "an affine scheme is the 8-bit operand format of a multiplier: it needs "
+                    "bits=8, per_layer, rounding and not binary"
+                )
+            if self.symmetric == self.unsigned:
+                raise BitrobustError(
+                    "an affine scheme is either unsigned and asymmetric (uint8 with a zero "
+                    "point) or signed and symmetric (int8)"
+                )
         if self.binary:
             layout = (self.per_layer, self.symmetric, self.unsigned, self.rounding, self.w_max)
             if self.bits != 1 or layout != (True, True, True, True, None):
@@ -105,7 +123,7 @@ class QuantScheme:
         parts = [
             f"q{self.bits}",
             "perlayer" if self.per_layer else "global",
-            "sym" if self.symmetric else "asym",
+            "affine" if self.affine else "sym" if self.symmetric else "asym",
             "unsigned" if self.unsigned else "signed",
             "round" if self.rounding else "trunc",
         ]
@@ -129,10 +147,12 @@ class QuantScheme:
             w_max = None if w_max is None else float(w_max)
         except ValueError:
             raise BitrobustError(f"bad w_max in scheme name {name!r}") from None
+        affine = match["sym"] == "affine"
         return cls(
             bits=int(match["bits"]),
             per_layer=match["range"] == "perlayer",
-            symmetric=match["sym"] == "sym",
+            symmetric=match["sym"] == "sym" or (affine and match["unsigned"] == "signed"),
+            affine=affine,
             unsigned=match["unsigned"] == "unsigned",
             rounding=match["round"] == "round",
             w_max=w_max,
@@ -178,6 +198,11 @@ class QuantScheme:
             return cls(per_layer=True, symmetric=False, unsigned=False, rounding=False, **common)
         if name == "perlayer-asym-unsigned":
             return cls(per_layer=True, symmetric=False, unsigned=True, rounding=False, **common)
+        if name in ("uint8-affine", "int8-symmetric"):
+            if bits != 8:
+                raise BitrobustError(f"preset {name!r} is 8-bit, got bits={bits}")
+            signed = name == "int8-symmetric"
+            return cls(symmetric=signed, unsigned=not signed, affine=True, **common)
         raise BitrobustError(
             f"unknown quantization preset {name!r} (choose from: {', '.join(PRESETS)})"
         )
@@ -218,6 +243,8 @@ class QuantizedTensor:
     scale: torch.Tensor
     low: torch.Tensor
     high: torch.Tensor
+    zero_point: int = 0
+    """The code of 0 in affine unsigned schemes (0 otherwise)."""
 
     def __post_init__(self) -> None:
         if self.codes.dtype != torch.uint8:
@@ -237,7 +264,7 @@ class QuantizedTensor:
         """Δ in weight units: the spacing of representable weights (0-dim float32)."""
         if self.scheme.binary:
             return 2 * self.scale
-        if self.scheme.symmetric:
+        if self.scheme.symmetric or self.scheme.affine:
             return self.scale
         return self.scale * (self.high - self.low) / 2
 
@@ -247,11 +274,18 @@ class QuantizedTensor:
         Bits m..7 are ignored; two's complement codes are sign-extended from bit m−1 and
         offset-binary codes have 2^(m−1) subtracted. Binary codes stand for −1 and +1.
         """
-        return _decode(self.codes, self.scheme)
+        return _decode(self.codes, self.scheme, self.zero_point)
 
     def dequantize(self) -> torch.Tensor:
         """Float32 weights: integer value times Δ, clamped to [low, high] as in the paper."""
-        values = self.integer_values().to(torch.float32) * self.scale
+        return self.decode(self.codes)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Float32 weights that ``codes`` (any shape, e.g. a few faulty codes of this tensor)
+        stand for under this tensor's scheme, scale and range: the one decode."""
+        if self.scheme.affine:  # the operand as the multiplier sees it: no clamp
+            return (_decode(codes, self.scheme, self.zero_point) * self.scale).to(torch.float32)
+        values = _decode(codes, self.scheme).to(torch.float32) * self.scale
         if self.scheme.symmetric:
             return torch.clamp(values, min=self.low, max=self.high)
         u = torch.clamp(values, min=-1.0, max=1.0)
@@ -278,6 +312,21 @@ def quantize(tensor: torch.Tensor, scheme: QuantScheme) -> QuantizedTensor:
 
     def scalar(value: float | torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(())
+
+    if scheme.affine:
+        if scheme.w_max is not None:
+            weights = torch.clamp(weights, min=-scheme.w_max, max=scheme.w_max)
+        low = float(weights.min()) if weights.numel() else 0.0
+        high = float(weights.max()) if weights.numel() else 0.0
+        scale, zero = affine_qparams(low, high, signed=not scheme.unsigned)
+        return QuantizedTensor(
+            codes=quantize_codes(weights, scale, zero, signed=not scheme.unsigned),
+            scheme=scheme,
+            scale=torch.tensor(scale, dtype=torch.float64, device=device),
+            low=scalar(low),
+            high=scalar(high),
+            zero_point=zero,
+        )
 
     if scheme.symmetric:
         if scheme.per_layer:
@@ -354,10 +403,44 @@ def _encode(scaled: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
     return (values & _bits.value_mask(scheme.bits)).to(torch.uint8)
 
 
-def _decode(codes: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
-    """uint8 codes -> int32 integer values (bits m..7 ignored)."""
+def affine_qparams(low: float, high: float, signed: bool) -> tuple[float, int]:
+    """(Δ, zero point) of the affine 8-bit formats for values in [low, high]: symmetric int8
+    (Δ = max|x| / 127, zero 0) or asymmetric uint8 (range widened to contain 0, Δ = span / 255,
+    zero = round(−low / Δ)). Python floats, so that emulated layers compute with exactly these."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise BitrobustError(f"cannot quantize a tensor with range [{low}, {high}]")
+    if signed:
+        magnitude = max(abs(low), abs(high))
+        return (magnitude / 127 if magnitude > 0 else 1.0), 0
+    low, high = min(low, 0.0), max(high, 0.0)
+    span = high - low
+    if span <= 0:
+        return 1.0, 0
+    scale = span / 255
+    return scale, int(min(255, max(0, round(-low / scale))))
+
+
+def quantize_codes(x: torch.Tensor, scale: float, zero: int, signed: bool) -> torch.Tensor:
+    """Affine codes of ``x``: uint8 operand patterns (int8 two's complement when ``signed``)."""
+    q = torch.round(x / scale) + zero
+    if signed:
+        return (torch.clamp(q, -127, 127).to(torch.int16) & 0xFF).to(torch.uint8)
+    return torch.clamp(q, 0, 255).to(torch.uint8)
+
+
+def operand_values(codes: torch.Tensor, signed: bool) -> torch.Tensor:
+    """8-bit operand patterns -> int32: two's complement (−128..127) when ``signed``, else
+    0..255."""
+    values = codes.to(torch.int32)
+    return torch.where(values >= 128, values - 256, values) if signed else values
+
+
+def _decode(codes: torch.Tensor, scheme: QuantScheme, zero_point: int = 0) -> torch.Tensor:
+    """uint8 codes -> int32 integer values (bits m..7 ignored; affine: operand − zero point)."""
     if scheme.binary:
         return (codes & 1).to(torch.int32) * 2 - 1
+    if scheme.affine:
+        return operand_values(codes, signed=not scheme.unsigned) - zero_point
     half = 2 ** (scheme.bits - 1)
     values = (codes & _bits.value_mask(scheme.bits)).to(torch.int32)
     if scheme.unsigned:
@@ -366,15 +449,16 @@ def _decode(codes: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
 
 
 def parameter_schemes(module: nn.Module, scheme: QuantScheme) -> dict[str, QuantScheme]:
-    """Trainable parameter name -> the scheme it is stored with, in ``named_parameters()`` order.
+    """Parameter name -> the scheme it is stored with, in ``named_parameters()`` order.
 
     Parameters missing from the result are not stored in the (faulty) weight memory: they stay
     float and are never quantized, faulted or projected. The rule: a module may declare a
     ``quantization_scheme`` attribute, a :class:`QuantScheme` or ``None`` (keep float), which
     applies to the parameters of that module and of its submodules; the nearest declaration
     above a parameter wins, and without one the model-level ``scheme`` applies. So a model
-    that declares nothing is quantized entirely with ``scheme``; a binarized network declares
-    ``None`` at its root and :data:`BINARY` on its binarized layers.
+    that declares nothing is quantized entirely with ``scheme``, frozen parameters
+    (``requires_grad=False``) included: they are stored in the same memory. A binarized network
+    declares ``None`` at its root and :data:`BINARY` on its binarized layers.
     """
     declared: dict[str, QuantScheme | None] = {}
     for prefix, sub in module.named_modules():
@@ -387,9 +471,7 @@ def parameter_schemes(module: nn.Module, scheme: QuantScheme) -> dict[str, Quant
                 )
             declared[prefix] = value
     schemes = {}
-    for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
+    for name, _ in module.named_parameters():
         owner = name.rpartition(".")[0]
         chosen: QuantScheme | None = scheme
         while True:
@@ -407,7 +489,7 @@ def parameter_schemes(module: nn.Module, scheme: QuantScheme) -> dict[str, Quant
 @dataclass(frozen=True, eq=False)
 class QuantizedModel:
     """Codes for the stored parameters of a module, by parameter name, in ``named_parameters()``
-    order: every trainable parameter (``requires_grad``) unless the module chooses otherwise
+    order: every parameter unless the module chooses otherwise
     (:func:`parameter_schemes`). Buffers (e.g. batch-norm statistics) are not quantized.
     ``scheme`` is the model-level scheme; each tensor carries its own. Immutable:
     :meth:`with_codes` returns a new object."""
@@ -429,6 +511,15 @@ class QuantizedModel:
     def dequantized(self) -> dict[str, torch.Tensor]:
         """Parameter name -> float32 weights, e.g. for ``torch.func.functional_call``."""
         return {name: qt.dequantize() for name, qt in self.tensors.items()}
+
+    def clean_parameters(self) -> Mapping[str, torch.Tensor]:
+        """:meth:`dequantized`, computed once and shared (read only): faulty parameters start
+        from it and recompute only the weights whose codes changed."""
+        cached = self.__dict__.get("_clean_parameters")
+        if cached is None:
+            cached = self.dequantized()
+            object.__setattr__(self, "_clean_parameters", cached)
+        return cached
 
     def codes(self) -> dict[str, torch.Tensor]:
         """Parameter name -> uint8 codes."""

@@ -1,4 +1,5 @@
-"""Reports: Markdown tables and error-versus-bit-error-rate plots.
+"""Reports: Markdown tables and every plot the package draws (error vs bit error rate, error and
+energy vs voltage, BNN layer metrics).
 
 Rows are plain dicts, as produced by evaluations and campaigns (e.g. ``{"bit_error_rate": 0.01,
 "rerr_mean": 0.052, "rerr_min": 0.049, "rerr_max": 0.057}``). matplotlib is imported inside the
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 
 MISSING = "–"
 DPI = 120
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+BAND_LABEL = "shaded: min–max over patterns"
+TITLE_WIDTH = 60  # characters per title line; longer titles wrap instead of being cut off
 
 
 def markdown_table(
@@ -76,10 +81,12 @@ def plot_error_curves(
     logx: bool = True,
     x_scale: float = 100.0,
     y_scale: float = 100.0,
+    band_label: str = BAND_LABEL,
 ) -> Path:
     """Plot one line per label of ``curves`` (rows of x/y values) and save a PNG at ``path``.
 
-    A shaded band spans ``y_low``..``y_high`` where every point of a curve has both. Values are
+    A shaded band spans ``y_low``..``y_high`` where every point of a curve has both; the legend
+    says what it is (``band_label``). Values are
     multiplied by ``x_scale``/``y_scale`` (rates as fractions become percent). On a log x axis
     points with x = 0 (the clean model) are dropped. Returns the path written.
     """
@@ -89,9 +96,9 @@ def plot_error_curves(
     axes = figure.add_subplot()
     _draw_curves(
         axes, curves, x=x, y=y, y_low=y_low, y_high=y_high, logx=logx,
-        x_scale=x_scale, y_scale=y_scale,
+        x_scale=x_scale, y_scale=y_scale, band_label=band_label,
     )  # fmt: skip
-    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    axes.set(title=_wrap(title), xlabel=xlabel, ylabel=ylabel)
     return _save(figure, path)
 
 
@@ -110,11 +117,13 @@ def plot_grid(
     logx: bool = True,
     x_scale: float = 100.0,
     y_scale: float = 100.0,
+    band_label: str = BAND_LABEL,
 ) -> Path:
     """Several :func:`plot_error_curves` panels in one PNG, titled by the keys of ``panels``.
 
     Panels fill a grid of ``ncols`` columns (default: 2 for four panels, else up to 3);
-    ``title`` becomes the overall title. Returns the path written.
+    ``title`` becomes the overall title. One legend below the panels names every curve (a
+    label means the same thing in every panel) and the bands. Returns the path written.
     """
     from matplotlib.figure import Figure
 
@@ -125,18 +134,134 @@ def plot_grid(
     nrows = math.ceil(count / ncols)
     figure = Figure(figsize=(4.5 * ncols, 3.5 * nrows), layout="constrained")
     grid = figure.subplots(nrows, ncols, squeeze=False)
+    handles: dict[str, Any] = {}  # one legend for all panels, first handle of each label
     for index, axes in enumerate(grid.flat):
         if index >= len(panels):
             axes.set_visible(False)
             continue
         label = list(panels)[index]
-        _draw_curves(
+        drawn = _draw_curves(
             axes, panels[label], x=x, y=y, y_low=y_low, y_high=y_high, logx=logx,
-            x_scale=x_scale, y_scale=y_scale,
+            x_scale=x_scale, y_scale=y_scale, band_label=band_label, legend=False,
         )  # fmt: skip
+        for handle in drawn:
+            handles.setdefault(handle.get_label(), handle)
         axes.set(title=label, xlabel=xlabel, ylabel=ylabel)
+    if handles:
+        figure.legend(
+            handles=list(handles.values()),
+            loc="outside lower center",
+            ncols=min(len(handles), 4),
+            fontsize="small",
+        )
     if title:
-        figure.suptitle(title)
+        figure.suptitle(_wrap(title, TITLE_WIDTH * ncols))
+    return _save(figure, path)
+
+
+def plot_voltage_tradeoff(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike[str],
+    *,
+    baseline_err: float | None = None,
+    budget: float | None = None,
+    operating_voltage: float | None = None,
+    energy_name: str = "",
+    band_label: str = "shaded: min–max over chips × placements",
+    title: str = "",
+) -> Path:
+    """RErr (left axis, mean with a band) and energy per access (right axis) vs voltage.
+
+    ``curves`` maps a label saying what the line is (e.g. "RErr, mean over chips") to rows
+    with ``voltage``, ``rerr_mean``, optionally ``rerr_min``/``rerr_max`` (the band) and
+    ``energy_saving``; energy per access relative to V_min is 1 − ``energy_saving``, named by
+    ``energy_name`` (e.g. the energy model). A dashed line marks Err + budget, a dotted one the
+    operating voltage; one legend lists the lines of both axes. Returns the PNG path.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5, 5.0), layout="constrained")
+    axes = figure.add_subplot()
+    handles = _draw_curves(
+        axes, curves, x="voltage", y="rerr_mean", y_low="rerr_min", y_high="rerr_max",
+        logx=False, x_scale=1.0, y_scale=100.0, band_label=band_label, legend=False,
+    )  # fmt: skip
+    if handles and baseline_err is not None and budget is not None:
+        handles.append(
+            axes.axhline(
+                100 * (baseline_err + budget), color="grey", linestyle="--", label="Err + budget"
+            )
+        )
+    if handles and operating_voltage is not None:
+        handles.append(
+            axes.axvline(operating_voltage, color="black", linestyle=":", label="operating point")
+        )
+    axes.set(title=_wrap(title), xlabel="voltage V / V_min", ylabel="RErr (%)")
+    energies = {
+        float(row["voltage"]): 1.0 - float(row["energy_saving"])
+        for rows in curves.values()
+        for row in rows
+        if _finite(row.get("voltage")) and _finite(row.get("energy_saving"))
+    }
+    if handles and energies:
+        twin = axes.twinx()
+        grid = sorted(energies)
+        label = "energy per access / E(V_min)"
+        (line,) = twin.plot(
+            grid,
+            [energies[v] for v in grid],
+            color="tab:red",
+            alpha=0.7,
+            label=f"{label} ({energy_name})" if energy_name else label,
+        )
+        twin.set_ylabel(label, color="tab:red")
+        handles.append(line)
+    if handles:  # below the axes: RErr rises on the left, energy on the right
+        figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
+    return _save(figure, path)
+
+
+def plot_bnn_metrics(
+    models: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str]
+) -> Path:
+    """Per-layer tolerance metrics of binarized networks (:func:`bitrobust.bnn.bnn_metrics`).
+
+    ``models`` maps a model label to its layer rows (``layer``, ``description``,
+    ``margin_histogram`` over [0, ``margin_histogram_max``], ``importance_variance``); every
+    model has the same layers. One panel per layer overlays the models' normalized-margin
+    histograms; a last panel shows the importance variance per layer and model as bars.
+    """
+    from matplotlib.figure import Figure
+
+    layers = next(iter(models.values()), [])
+    panels = len(layers) + 1
+    figure = Figure(figsize=(4.5 * panels, 3.6), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    for index, layer in enumerate(layers):
+        ax = axes[index]
+        for number, (label, rows) in enumerate(models.items()):
+            histogram = rows[index]["margin_histogram"]
+            width = rows[index].get("margin_histogram_max", 1.0) / len(histogram)
+            centers = [(i + 0.5) * width for i in range(len(histogram))]
+            linestyle = LINESTYLES[number % len(LINESTYLES)]
+            ax.plot(centers, histogram, linestyle=linestyle, label=str(label))
+        ax.set(
+            title=f"{layer['layer']} ({layer['description']})",
+            xlabel="margin |a − τ| / fan-in (last bin: and above)",
+            ylabel="fraction of (neuron, example) pairs",
+        )
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    ax = axes[-1]
+    width = 0.8 / max(len(models), 1)
+    for number, (label, rows) in enumerate(models.items()):
+        values = [row.get("importance_variance") or 0.0 for row in rows]
+        positions = [i + number * width for i in range(len(values))]
+        ax.bar(positions, values, width=width, label=str(label))
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(layers))])
+    ax.set_xticklabels([layer["layer"] for layer in layers])
+    ax.set(title="importance variance (INM)", ylabel="variance of accuracy drop")
+    ax.legend(fontsize="small")
     return _save(figure, path)
 
 
@@ -151,10 +276,18 @@ def _draw_curves(
     logx: bool,
     x_scale: float,
     y_scale: float,
-) -> None:
-    """Draw each curve's line (sorted by x) and its band onto ``axes``."""
-    drawn = False
-    for label, rows in curves.items():
+    band_label: str = BAND_LABEL,
+    legend: bool = True,
+) -> list[Any]:
+    """Draw each curve's line (sorted by x) and its band onto ``axes``; return the legend
+    handles (the lines, then one grey patch saying what the bands are, if any was drawn).
+
+    Curves differ in colour, marker and dash, and use hollow markers, so that a curve lying
+    on top of another leaves the one below visible; bands sit under every line.
+    """
+    handles: list[Any] = []
+    banded = False
+    for index, (label, rows) in enumerate(curves.items()):
         points = sorted(
             (row for row in rows if _finite(row.get(x)) and _finite(row.get(y))),
             key=lambda row: float(row[x]),
@@ -165,8 +298,18 @@ def _draw_curves(
             continue
         xs = [float(row[x]) * x_scale for row in points]
         ys = [float(row[y]) * y_scale for row in points]
-        (line,) = axes.plot(xs, ys, marker="o", markersize=3, label=str(label))
-        drawn = True
+        (line,) = axes.plot(
+            xs,
+            ys,
+            marker=MARKERS[index % len(MARKERS)],
+            linestyle=LINESTYLES[index % len(LINESTYLES)],
+            markersize=5,
+            markerfacecolor="none",
+            linewidth=1.5,
+            zorder=3 + index / 100,
+            label=str(label),
+        )
+        handles.append(line)
         if (
             y_low
             and y_high
@@ -174,21 +317,36 @@ def _draw_curves(
         ):
             lows = [float(row[y_low]) * y_scale for row in points]
             highs = [float(row[y_high]) * y_scale for row in points]
-            axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
-    if not drawn:
+            axes.fill_between(
+                xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0, zorder=1
+            )
+            banded = True
+    if not handles:
         axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-        return
+        return handles
+    if banded:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor="grey", alpha=0.3, label=band_label))
     if logx:
         from matplotlib.ticker import FuncFormatter
 
         axes.set_xscale("log")
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.grid(True, which="major", alpha=0.3)
-    axes.legend(fontsize="small")
+    if legend:
+        axes.legend(handles=handles, fontsize="small")
+    return handles
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, numbers.Real) and math.isfinite(float(value))
+
+
+def _wrap(title: str, width: int = TITLE_WIDTH) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in title.splitlines())
 
 
 def _escape(text: str) -> str:

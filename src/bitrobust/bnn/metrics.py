@@ -16,18 +16,16 @@ block); the output layer has no threshold and is not included.
   the first-order estimate E_x |∂L/∂o · o| ("gradient"); the INM of a layer is the variance of
   its neurons' importances. Flips of a chunk of neurons run as one batch from the block's output
   onward; ``max_neurons`` evaluates a random subsample of a large layer.
-- :func:`spearman` and :func:`correlations`: rank correlation of a metric with the accuracy
-  under bit errors across a set of models.
+- :func:`correlations`: rank correlation (:func:`bitrobust.stats.spearman`) of each metric with
+  the accuracy under bit errors across a set of models.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +33,7 @@ from bitrobust.bnn.folding import fold_batch_norm
 from bitrobust.bnn.layers import BinarizedBlock, BinarizedConv2d, check_binarized_network
 from bitrobust.errors import BitrobustError
 from bitrobust.names import IMPORTANCE_METHODS
+from bitrobust.stats import spearman
 
 HISTOGRAM_BINS = 50
 HISTOGRAM_MAX = 0.5
@@ -323,27 +322,12 @@ def accuracy(
     return hits / max(len(images), 1)
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (ties get their average rank); NaN if either side is
-    constant, has fewer than two values, or contains NaN."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(
-            f"spearman needs two 1-d sequences of equal length, got {a.shape}, {b.shape}"
-        )
-    if len(a) < 2 or np.isnan(a).any() or np.isnan(b).any():
-        return float("nan")
-    ra, rb = _ranks(a), _ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
-
-
 def correlations(
     metrics: Sequence[Mapping[str, object]], accuracies: Sequence[float]
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Spearman correlation, across models, of every numeric metric (key) that all models
-    report with the models' accuracies (e.g. under a bit error rate)."""
+    report with the models' accuracies (e.g. under a bit error rate); None where it is
+    undefined (fewer than 3 models, or a constant side: :func:`bitrobust.stats.spearman`)."""
     if len(metrics) != len(accuracies):
         raise ValueError("one accuracy per model needed")
     if not metrics:
@@ -374,12 +358,6 @@ def _per_flip_bound(block: BinarizedBlock, x: torch.Tensor) -> torch.Tensor:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    starts = np.cumsum(counts) - counts
-    return (starts + (counts - 1) / 2)[inverse]
 
 
 def _name(index: int) -> str:

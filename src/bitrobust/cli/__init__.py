@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from bitrobust.errors import BitrobustError
 
-COMMAND_MODULES = ("train", "evaluate", "studies", "sram", "bnn", "hw")
+COMMAND_MODULES = ("train", "evaluate", "studies", "sram", "bnn", "hw", "bench")
 
 DEFAULT_THREADS = 1
 """CPU threads per process unless ``--threads`` says otherwise. Measured: the demo takes 21 s

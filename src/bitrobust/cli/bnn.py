@@ -8,18 +8,20 @@ from bitrobust.cli.common import (
     add_data_options,
     add_device_option,
     emit,
-    load_checkpoint_and_test_set,
+    int_type,
+    load_checkpoint_arg,
+    load_test_set,
 )
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-
     from bitrobust.bnn import bnn_metrics, check_binarized_network
 
-    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
+    checkpoint = load_checkpoint_arg(args)
     check_binarized_network(
         checkpoint.model, f"'bnn metrics' (checkpoint model '{checkpoint.architecture.model}')"
     )
+    dataset, images, labels = load_test_set(args, checkpoint)
     importance = None if args.importance == "none" else args.importance
     metrics = bnn_metrics(
         checkpoint.model,
@@ -86,7 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset", help="test dataset (default: the one the checkpoint was trained on)"
     )
     p.add_argument(
-        "--limit", type=int, default=1000, help="use the first N test examples (default 1000)"
+        "--limit",
+        type=int_type("--limit"),
+        default=1000,
+        help="use the first N test examples (default 1000)",
     )
     p.add_argument(
         "--importance",
@@ -97,12 +102,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--neurons",
-        type=int,
+        type=int_type("--neurons"),
         default=256,
         help="flip importance: evaluate at most N random neurons per layer (default 256)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the neuron subsample")
-    p.add_argument("--batch-size", type=int, default=500, help="examples per batch")
+    p.add_argument(
+        "--seed", type=int_type("--seed", 0), default=0, help="seed of the neuron subsample"
+    )
+    p.add_argument(
+        "--batch-size", type=int_type("--batch-size"), default=500, help="examples per batch"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)
     add_device_option(p)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 
 from bitrobust.cli.common import (
+    MAX_PATTERNS,
     add_data_options,
     add_device_option,
     emit,
-    load_checkpoint_and_test_set,
+    int_type,
+    load_checkpoint_arg,
+    load_test_set,
     parse_rates,
+    progress_printer,
 )
 from bitrobust.errors import BitrobustError
 
@@ -18,7 +22,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bitrobust.evaluate import evaluate_fault_models
     from bitrobust.faults import RandomBitErrors
 
-    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
     if args.bit_error_rates is not None:
         if args.zero_to_one_rates is not None or args.one_to_zero_rates is not None:
             raise BitrobustError("give --bit-error-rates or the per-direction rates, not both")
@@ -32,6 +35,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "give --bit-error-rates, or both --zero-to-one-rates and --one-to-zero-rates"
         )
     fault_models = [RandomBitErrors(zero_to_one=a, one_to_zero=b) for a, b in pairs]
+    checkpoint = load_checkpoint_arg(args)
+    dataset, images, labels = load_test_set(args, checkpoint)
     report = evaluate_fault_models(
         checkpoint.model,
         checkpoint.scheme,
@@ -41,12 +46,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         patterns=args.patterns,
         seed=args.seed,
         batch_size=args.batch_size,
-        progress=not args.json,
+        progress=progress_printer(True, "evaluate"),
     )
-    for (zero_to_one, one_to_zero), row in zip(pairs, report["results"]):
-        row["bit_error_rate"] = (zero_to_one + one_to_zero) / 2
-        row["zero_to_one"] = zero_to_one
-        row["one_to_zero"] = one_to_zero
     payload = {
         "checkpoint": str(args.checkpoint),
         "dataset": dataset,
@@ -84,12 +85,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--zero-to-one-rates", type=parse_rates, help="per-rate 0→1 flip probabilities")
     p.add_argument("--one-to-zero-rates", type=parse_rates, help="per-rate 1→0 flip probabilities")
-    p.add_argument("--patterns", type=int, default=10, help="fault patterns per rate (default 10)")
     p.add_argument(
-        "--seed", type=int, default=0, help="first pattern seed; patterns use seed..seed+N-1"
+        "--patterns",
+        type=int_type("--patterns", 1, MAX_PATTERNS),
+        default=10,
+        help=f"fault patterns per rate (default 10, at most {MAX_PATTERNS:,})",
     )
-    p.add_argument("--limit", type=int, help="evaluate on the first N test examples only")
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
+    p.add_argument(
+        "--seed",
+        type=int_type("--seed", 0),
+        default=0,
+        help="first pattern seed; patterns use seed..seed+N-1",
+    )
+    p.add_argument(
+        "--limit", type=int_type("--limit"), help="evaluate on the first N test examples only"
+    )
+    p.add_argument(
+        "--batch-size", type=int_type("--batch-size"), default=1000, help="evaluation batch size"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)
     add_device_option(p)

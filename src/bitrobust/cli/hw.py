@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from bitrobust.cli.common import (
+    MAX_PATTERNS,
     add_data_options,
     add_device_option,
+    check_output_dir,
     emit,
-    load_checkpoint_and_test_set,
+    float_type,
+    int_type,
+    load_checkpoint_arg,
+    load_test_set,
+    parse_rates,
+    progress_printer,
 )
-from bitrobust.errors import BitrobustError, check_rate
+from bitrobust.errors import BitrobustError
+
+MAX_PES = 2**20
+"""Most processing elements an emulated array may have (TPU N ≤ 1024, GPU units ≤ 2^20): the
+fault maps hold a few bytes per PE."""
 
 
 def _signed_option(args: argparse.Namespace) -> bool | None:
@@ -132,9 +144,17 @@ def cmd_multipliers_show(args: argparse.Namespace) -> int:
 
 
 def cmd_multipliers_import(args: argparse.Namespace) -> int:
-    from bitrobust.hw.multiplier import Multiplier, load_file, user_dir
+    from bitrobust.hw.multiplier import Multiplier, check_catalogue_name, load_file, user_dir
 
+    if args.name is not None:
+        check_catalogue_name(args.name)
+    folder = check_output_dir(user_dir(args.output), "--output")
     loaded = load_file(args.file, _signed_option(args), args.name, args.function)
+    if args.name is None:
+        try:
+            check_catalogue_name(loaded.name, "the default name")
+        except BitrobustError as exc:
+            raise BitrobustError(f"{exc} (taken from {args.file}); give --name") from None
     multiplier = Multiplier(
         name=loaded.name,
         table=loaded.table,
@@ -143,7 +163,6 @@ def cmd_multipliers_import(args: argparse.Namespace) -> int:
         power_mw=args.power if args.power is not None else loaded.power_mw,
         area_um2=args.area if args.area is not None else loaded.area_um2,
     )
-    folder = user_dir(args.output)
     path = multiplier.save(folder / f"{multiplier.name}.npy")
     metrics = multiplier.metrics()
     payload = {
@@ -166,28 +185,36 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
     from bitrobust.data import load_dataset
     from bitrobust.hw import PEFaults, evaluate_accelerator, load_multiplier, make_accelerator
 
-    check_rate(args.fault_rate, "fault rate")
-    fault_model = None
-    if args.fault_rate > 0:
+    fault_rates = args.fault_rate or [0.0]
+    accelerator = make_accelerator(args.array, args.size)  # refuses a size below 1
+    pes = args.size * args.size if args.array == "tpu" else args.size
+    if pes > MAX_PES:
+        largest = math.isqrt(MAX_PES) if args.array == "tpu" else MAX_PES
+        raise BitrobustError(
+            f"--size {args.size} gives a {args.array} array of {pes:,} PEs; at most "
+            f"{MAX_PES:,} (--size {largest:,} for --array {args.array})"
+        )
+    memory = _memory_faults(args)
+    pe_faults: list[Any] = [None]
+    if any(rate > 0 for rate in fault_rates):
         if args.bit is None or args.stuck_at is None:
             raise BitrobustError("a fault rate above 0 needs --bit and --stuck-at")
-        fault_model = PEFaults(args.fault_rate, args.bit, args.stuck_at, args.site, args.layer)
+        site, layer = args.site, args.layer
+        pe_faults = [PEFaults(r, args.bit, args.stuck_at, site, layer) for r in fault_rates]
+    fault_models = [f for f in (_compose(pe, memory) for pe in pe_faults) if f is not None]
+    fault_model: Any = fault_models if len(fault_models) > 1 else None
+    if len(fault_models) == 1:
+        fault_model = fault_models[0]
     if args.patterns < 1:
         raise BitrobustError(f"--patterns must be at least 1, got {args.patterns}")
     if args.calibration < 0:
         raise BitrobustError(f"--calibration must be 0 or more images, got {args.calibration}")
-    accelerator = make_accelerator(args.array, args.size)
-    multiplier = load_multiplier(args.multiplier, args.data_dir)
-    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
-    calibration = None
-    if args.calibration:
-        calibration = load_dataset(dataset, "train", args.data_dir).tensors[0][: args.calibration]
     mitigation, train_images, train_labels = None, None, None
     if args.mitigate is not None:
         from bitrobust.hw.mitigation import MitigationConfig
 
-        if fault_model is None:
-            raise BitrobustError("--mitigate needs faults (--fault-rate above 0)")
+        if pe_faults == [None]:
+            raise BitrobustError("--mitigate needs PE faults (--fault-rate above 0)")
         if args.mitigate == "falretune" and not args.calibration:
             raise BitrobustError("--mitigate falretune needs calibrated ranges (--calibration)")
         mitigation = MitigationConfig(
@@ -199,6 +226,15 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
             objective=args.mapping_objective,
             seed=args.seed,
         )
+    multiplier = load_multiplier(args.multiplier, args.data_dir)
+    checkpoint = load_checkpoint_arg(args)
+    if args.layer is not None:
+        _check_layer(checkpoint.model, args.layer)
+    dataset, images, labels = load_test_set(args, checkpoint)
+    calibration = None
+    if args.calibration:
+        calibration = load_dataset(dataset, "train", args.data_dir).tensors[0][: args.calibration]
+    if mitigation is not None:
         train_images, train_labels = load_dataset(dataset, "train", args.data_dir).tensors
         train_images = train_images[: args.retune_examples]
         train_labels = train_labels[: args.retune_examples]
@@ -213,7 +249,7 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         calibration=calibration,
         batch_size=args.batch_size,
-        progress=not args.json,
+        progress=progress_printer(True, "accelerator evaluate"),
         mitigation=mitigation,
         train_images=train_images,
         train_labels=train_labels,
@@ -224,21 +260,63 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
         f"float {100 * report['accuracy_float']:.2f} %, "
         f"fault free {100 * report['accuracy_fault_free']:.2f} % ({report['examples']} examples)"
     ]
-    if fault_model is not None:
+    for row in report.get("sweep", [report] if fault_model is not None else []):
         lines.append(
-            f"{fault_model.name}: accuracy {100 * report['accuracy_mean']:.2f} ± "
-            f"{100 * report['accuracy_std']:.2f} % over {report['patterns']} patterns, loss "
-            f"{100 * report['accuracy_loss_mean']:.2f} points"
+            f"{row['fault_model']}: accuracy {100 * row['accuracy_mean']:.2f} ± "
+            f"{100 * row['accuracy_std']:.2f} % over {row['patterns']} patterns, loss "
+            f"{100 * row['accuracy_loss_mean']:.2f} points"
         )
-    if mitigation is not None:
-        recovery = report["recovery"]
-        lines.append(
-            f"after {mitigation.method}: accuracy {100 * report['accuracy_mitigated_mean']:.2f} ± "
-            f"{100 * report['accuracy_mitigated_std']:.2f} %, recovery "
-            + ("n/a (nothing lost)" if recovery is None else f"{100 * recovery:.1f} %")
-        )
+        if mitigation is not None:
+            recovery = row["recovery"]
+            lines.append(
+                f"  after {mitigation.method}: accuracy "
+                f"{100 * row['accuracy_mitigated_mean']:.2f} ± "
+                f"{100 * row['accuracy_mitigated_std']:.2f} %, recovery "
+                + ("n/a (nothing lost)" if recovery is None else f"{100 * recovery:.1f} %")
+            )
     emit(payload, args.json, "\n".join(lines))
     return 0
+
+
+def _memory_faults(args: argparse.Namespace) -> Any:
+    """The memory fault model of ``--bit-error-rate``/per-direction rates and ``--chip``
+    ``--voltage`` (composed when both are given), or None."""
+    from bitrobust.faults import ProfiledSRAM, RandomBitErrors, load_chip
+
+    faults = []
+    directions = (args.zero_to_one_rate, args.one_to_zero_rate)
+    if args.bit_error_rate is not None or any(rate is not None for rate in directions):
+        faults.append(
+            RandomBitErrors(
+                args.bit_error_rate,
+                zero_to_one=args.zero_to_one_rate,
+                one_to_zero=args.one_to_zero_rate,
+            )
+        )
+    if (args.chip is None) != (args.voltage is None):
+        raise BitrobustError("--chip and --voltage go together")
+    if args.chip is not None:
+        faults.append(ProfiledSRAM(load_chip(args.chip), args.voltage))
+    return _compose(*faults) if faults else None
+
+
+def _compose(*faults: Any) -> Any:
+    present = [f for f in faults if f is not None]
+    if not present:
+        return None
+    total = present[0]
+    for more in present[1:]:
+        total = total + more
+    return total
+
+
+def _check_layer(model: Any, layer: str) -> None:
+    """Refuse ``--layer`` unless it names a Linear/Conv2d module (the layers that are emulated)."""
+    from torch import nn
+
+    names = [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
+    if layer not in names:
+        raise BitrobustError(f"no emulated layer named {layer!r}; layers: {', '.join(names)}")
 
 
 def _add_signed_options(parser: argparse.ArgumentParser) -> None:
@@ -283,8 +361,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="catalogue name (default: the file or C function name)")
     p.add_argument("--function", help="C function to tabulate (default: detected)")
     _add_signed_options(p)
-    p.add_argument("--power", type=float, help="power in mW, if known")
-    p.add_argument("--area", type=float, help="area in µm², if known")
+    p.add_argument("--power", type=float_type("--power", 0), help="power in mW, if known")
+    p.add_argument("--area", type=float_type("--area", 0), help="area in µm², if known")
     p.add_argument(
         "--output",
         help="folder to write to (default: $BITROBUST_MULTIPLIER_DIR, else "
@@ -315,13 +393,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="tpu",
         help="tpu: N×N weight-stationary systolic array; gpu: N units, round robin",
     )
-    p.add_argument("--size", type=int, default=16, help="N: array side (tpu) or units (gpu)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=16,
+        help=f"N: array side (tpu, at most {math.isqrt(MAX_PES)}) or units (gpu, at most 2^20)",
+    )
     p.add_argument(
         "--fault-rate",
-        type=float,
-        default=0.0,
-        help="fraction of faulty PEs in [0, 1] (default 0: fault free only)",
+        type=lambda text: parse_rates(text, "fault rate"),
+        help="fraction of faulty PEs in [0, 1], or a comma-separated list of them "
+        "(default 0: no PE faults)",
     )
+    p.add_argument(
+        "--bit-error-rate",
+        type=float_type("--bit-error-rate", 0, 1),
+        help="random bit errors in the accelerator's weight memory, beside the PE faults in "
+        "the same trial: the probability that a stored bit flips",
+    )
+    p.add_argument(
+        "--zero-to-one-rate", type=float_type("--zero-to-one-rate", 0, 1), help="0→1 flip rate"
+    )
+    p.add_argument(
+        "--one-to-zero-rate", type=float_type("--one-to-zero-rate", 0, 1), help="1→0 flip rate"
+    )
+    p.add_argument("--chip", help="SRAM chip map (.npz/.npy) holding the weights, with --voltage")
+    p.add_argument("--voltage", type=float, help="supply voltage of --chip (V / V_min)")
     p.add_argument("--stuck-at", type=int, choices=(0, 1), help="stuck-at value")
     p.add_argument("--bit", type=int, help="faulty bit: 0..15 of the product, 0..31 of the sum")
     p.add_argument(
@@ -331,17 +428,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where the stuck bit sits (default: product)",
     )
     p.add_argument("--layer", help="only this layer's MACs are faulty (module name)")
-    p.add_argument("--patterns", type=int, default=10, help="fault maps (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="first fault-map seed")
+    p.add_argument(
+        "--patterns",
+        type=int_type("--patterns", 1, MAX_PATTERNS),
+        default=10,
+        help="fault maps (default 10)",
+    )
+    p.add_argument("--seed", type=int_type("--seed", 0), default=0, help="first fault-map seed")
     p.add_argument("--dataset", help="test dataset (default: the checkpoint's)")
-    p.add_argument("--limit", type=int, help="evaluate on the first N test examples only")
+    p.add_argument(
+        "--limit", type=int_type("--limit"), help="evaluate on the first N test examples only"
+    )
     p.add_argument(
         "--calibration",
-        type=int,
+        type=int_type("--calibration", 0),
         default=1000,
         help="training images that fix activation ranges (0: per batch)",
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
+    p.add_argument(
+        "--batch-size", type=int_type("--batch-size"), default=1000, help="evaluation batch size"
+    )
     p.add_argument(
         "--mitigate",
         choices=("falretune", "fap", "fap-t"),
@@ -349,13 +455,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "retuning), fault-aware pruning, or pruning + retraining (reconstructions, see "
         "bitrobust.hw.mitigation)",
     )
-    p.add_argument("--retune-epochs", type=int, default=2, help="retuning epochs (default 2)")
     p.add_argument(
-        "--retune-lr", type=float, default=0.005, help="retuning learning rate (default 0.005)"
+        "--retune-epochs",
+        type=int_type("--retune-epochs", 0),
+        default=2,
+        help="retuning epochs (default 2)",
+    )
+    p.add_argument(
+        "--retune-lr",
+        type=float_type("--retune-lr", 0),
+        default=0.005,
+        help="retuning learning rate (default 0.005)",
     )
     p.add_argument(
         "--retune-examples",
-        type=int,
+        type=int_type("--retune-examples"),
         default=2000,
         help="training examples for the histograms and retuning (default 2000)",
     )

@@ -9,14 +9,25 @@ from pathlib import Path
 from typing import Any
 
 from bitrobust.cli.common import (
+    MAX_PATTERNS,
     add_data_options,
     add_device_option,
+    check_output_file,
     emit,
-    load_checkpoint_and_test_set,
+    float_type,
+    int_type,
+    load_checkpoint_arg,
+    load_test_set,
+    progress_printer,
 )
 from bitrobust.errors import BitrobustError
 
 SHOW_VOLTAGES = (0.76, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.95, 1.0)
+MAX_VOLTAGES = 1000
+"""Most voltages a grid may have (each is a full evaluation)."""
+MAX_CHIP_CELLS = 2**26
+"""Most cells (arrays × rows × columns) of a synthetic chip: 64 times the default 32×512×64,
+about a gigabyte while it is generated."""
 
 
 def parse_voltages(text: str) -> list[float]:
@@ -28,7 +39,13 @@ def parse_voltages(text: str) -> list[float]:
             if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
                 raise BitrobustError(f"a voltage range is START:STOP:STEP with STEP > 0: {text!r}")
             start, stop, step = parts
+            if not all(math.isfinite(x) for x in parts):
+                raise ValueError
             count = math.floor((stop - start) / step + 1e-9) + 1
+            if count > MAX_VOLTAGES:
+                raise BitrobustError(
+                    f"the voltage range {text!r} has {count:,} voltages; at most {MAX_VOLTAGES}"
+                )
             values = [round(start + k * step, 10) for k in range(count)]
         else:
             values = [float(x) for x in text.split(",") if x.strip()]
@@ -62,20 +79,11 @@ def parse_budget(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BitrobustError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _rates_lines(rows: list[dict[str, float]]) -> list[str]:
     return [
         f"V={r['voltage']:<6g} p={100 * r['bit_error_rate']:.4g} % "
-        f"(0→1 {100 * r['zero_to_one']:.4g} %, 1→0 {100 * r['one_to_zero']:.4g} %)"
+        f"(failing cells {100 * r['failing_cells']:.4g} %, "
+        f"0→1 {100 * r['zero_to_one']:.4g} %, 1→0 {100 * r['one_to_zero']:.4g} %)"
         for r in rows
     ]
 
@@ -101,6 +109,13 @@ def _default_show_voltages(chip: Any) -> list[float]:
 def cmd_make_chip(args: argparse.Namespace) -> int:
     from bitrobust.faults import make_chip, save_chip
 
+    cells = args.arrays * args.rows * args.columns
+    if cells > MAX_CHIP_CELLS:
+        raise BitrobustError(
+            f"a chip of {args.arrays} × {args.rows}×{args.columns} = {cells:,} cells is too "
+            f"large; at most {MAX_CHIP_CELLS:,} cells"
+        )
+    check_output_file(args.out, "--out")
     chip = make_chip(
         args.seed,
         args.arrays,
@@ -141,9 +156,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bitrobust.evaluate import evaluate_fault_models
     from bitrobust.faults import ProfiledSRAM, load_chip
 
+    if args.plot:
+        check_output_file(args.plot, "--plot")
     chip = load_chip(args.chip)
     fault_models = [ProfiledSRAM(chip, v, placement=args.placement) for v in args.voltages]
-    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
+    checkpoint = load_checkpoint_arg(args)
+    dataset, images, labels = load_test_set(args, checkpoint)
     report = evaluate_fault_models(
         checkpoint.model,
         checkpoint.scheme,
@@ -153,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         patterns=args.placements,
         seed=args.seed,
         batch_size=args.batch_size,
-        progress=not args.json,
+        progress=progress_printer(True, "sram evaluate"),
     )
     for rates, row in zip(chip.rates_table(args.voltages), report["results"]):
         row.update(rates)
@@ -168,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "plot": None,
     }
     if args.plot:
-        from bitrobust.energy import plot_voltage_tradeoff
+        from bitrobust.report import plot_voltage_tradeoff
 
         payload["plot"] = str(
             plot_voltage_tradeoff(
@@ -197,12 +215,12 @@ def cmd_energy(args: argparse.Namespace) -> int:
         EnergyModel,
         VoltageErrorCurve,
         find_operating_point,
-        plot_voltage_tradeoff,
         random_errors_evaluator,
         sram_evaluator,
     )
     from bitrobust.faults import load_chip, make_chip
 
+    checkpoint = load_checkpoint_arg(args)
     energy = EnergyModel()
     if args.energy_table:
         energy = EnergyModel.from_table(*zip(*args.energy_table))
@@ -224,7 +242,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
             for voltage in voltages:
                 chip.check_voltage(voltage)
         mode = f"{len(chips)} chip(s) × {args.placements} placement(s)"
-    checkpoint, dataset, images, labels = load_checkpoint_and_test_set(args)
+    dataset, images, labels = load_test_set(args, checkpoint)
     if args.random_errors:
         err, evaluate = random_errors_evaluator(
             checkpoint.model, checkpoint.scheme, images, labels, curve,
@@ -259,17 +277,20 @@ def cmd_energy(args: argparse.Namespace) -> int:
         progress=show,
     )
     plot = None
-    if not args.no_plot:
-        target = args.plot or f"{Path(args.checkpoint).stem}-energy.png"
+    if args.plot:  # files only where asked
+        from bitrobust.report import plot_voltage_tradeoff
+
+        over = "patterns" if args.random_errors else "chips × placements"
         plot = str(
             plot_voltage_tradeoff(
-                {Path(args.checkpoint).stem: point.rows},
-                target,
+                {f"RErr, mean over {over}": point.rows},
+                args.plot,
                 baseline_err=baseline,
                 budget=args.budget / 100,
                 operating_voltage=point.voltage,
-                energy=energy,
-                title=f"{dataset}, {checkpoint.scheme.name}: {mode}",
+                energy_name=energy.name,
+                band_label=f"shaded: min–max over {over}",
+                title=f"{Path(args.checkpoint).stem} ({dataset}, {checkpoint.scheme.name}): {mode}",
             )
         )
     payload = {
@@ -306,8 +327,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset", help="test dataset (default: the one the checkpoint was trained on)"
     )
-    p.add_argument("--limit", type=int, help="evaluate on the first N test examples only")
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
+    p.add_argument(
+        "--limit", type=int_type("--limit"), help="evaluate on the first N test examples only"
+    )
+    p.add_argument(
+        "--batch-size", type=int_type("--batch-size"), default=1000, help="evaluation batch size"
+    )
     p.add_argument(
         "--placement",
         choices=("random", "offset", "linear"),
@@ -315,17 +340,26 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="how weights are placed on a chip per seed: random offset and array order "
         "(default), random offset only, or the same linear layout for every seed",
     )
-    p.add_argument("--seed", type=int, default=0, help="first placement seed; uses seed..seed+N-1")
+    p.add_argument(
+        "--seed",
+        type=int_type("--seed", 0),
+        default=0,
+        help="first placement seed; uses seed..seed+N-1",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)
     add_device_option(p)
 
 
 def _add_geometry_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arrays", type=_positive_int, default=32, help="SRAM arrays (default 32)")
-    p.add_argument("--rows", type=_positive_int, default=512, help="rows per array (default 512)")
     p.add_argument(
-        "--columns", type=_positive_int, default=64, help="bit columns per row (default 64)"
+        "--arrays", type=int_type("--arrays"), default=32, help="SRAM arrays (default 32)"
+    )
+    p.add_argument(
+        "--rows", type=int_type("--rows"), default=512, help="rows per array (default 512)"
+    )
+    p.add_argument(
+        "--columns", type=int_type("--columns"), default=64, help="bit columns per row (default 64)"
     )
     p.add_argument(
         "--row-correlation",
@@ -371,7 +405,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "voltage curve (0.76..1.0 V_min), with failures clustered along rows and columns and "
         "a stuck-at-1 bias, and write it as .npz (or .npy).",
     )
-    p.add_argument("--seed", type=int, default=0, help="chip seed (default 0)")
+    p.add_argument("--seed", type=int_type("--seed", 0), default=0, help="chip seed (default 0)")
     p.add_argument("--out", required=True, help="output file, .npz (or .npy)")
     _add_geometry_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -380,8 +414,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sram_sub.add_parser(
         "show",
         help="bit error rate of a chip vs voltage",
-        description="Print a chip's geometry and its bit error rate (fraction of failing "
-        "cells) and 0→1 / 1→0 flip rates at each voltage.",
+        description="Print a chip's geometry and, at each voltage, its bit error rate p (the "
+        "probability that a stored bit flips, for 0s and 1s equally common: half the failing "
+        "cells, as stuck cells only flip bits that differ from their value), the fraction of "
+        "failing cells, and the 0→1 / 1→0 flip rates.",
     )
     p.add_argument("chip", help="chip map (.npz or .npy)")
     p.add_argument(
@@ -408,7 +444,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="voltages / V_min within the chip's profiled range, e.g. 0.80,0.85,0.90",
     )
     p.add_argument(
-        "--placements", type=_positive_int, default=5, help="placements per voltage (default 5)"
+        "--placements",
+        type=int_type("--placements", 1, MAX_PATTERNS),
+        default=5,
+        help="placements per voltage (default 5)",
     )
     p.add_argument("--plot", help="also write a PNG of RErr and energy vs voltage here")
     p.set_defaults(handler=cmd_evaluate)
@@ -436,13 +475,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--synthetic-chips",
-        type=_positive_int,
+        type=int_type("--synthetic-chips", 1, 100),
         default=4,
         help="without --chip: number of synthetic chips, seeds 0..N-1 (default 4)",
     )
     p.add_argument(
         "--placements",
-        type=_positive_int,
+        type=int_type("--placements", 1, MAX_PATTERNS),
         default=1,
         help="placements per chip, or patterns with --random-errors (default 1)",
     )
@@ -468,7 +507,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--baseline-err",
-        type=float,
+        type=float_type("--baseline-err", 0, 100),
         help="Err in percent to measure the budget from (default: this checkpoint's Err), "
         "e.g. a normally trained reference model's",
     )
@@ -477,10 +516,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=parse_energy_table,
         help="energy per access relative to V_min as V:E,V:E,... (default (V/V_min)^2)",
     )
-    p.add_argument(
-        "--plot", help="PNG of RErr and energy vs voltage (default CHECKPOINT-energy.png)"
-    )
-    p.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    p.add_argument("--plot", help="also write a PNG of RErr and energy vs voltage here")
     p.set_defaults(handler=cmd_energy)
 
 

@@ -9,6 +9,8 @@ import sys
 from bitrobust.cli.common import (
     add_data_options,
     add_device_option,
+    check_device,
+    check_output_dir,
     emit,
 )
 
@@ -16,6 +18,7 @@ from bitrobust.cli.common import (
 def cmd_demo(args: argparse.Namespace) -> int:
     from bitrobust.experiments.demo import run_demo
 
+    check_output_dir(args.out_dir, "--out-dir")
     result = run_demo(args.out_dir, args.data_dir)
     payload = {k: v for k, v in result.items() if k != "table"}
     emit(
@@ -45,10 +48,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bitrobust.experiments import load_study
 
-    study = load_study(args.study)
     out_dir = args.out_dir or f"reproduce-{args.study}{'-quick' if args.quick else ''}"
+    check_output_dir(out_dir, "--out-dir")
+    device = check_device(args.device)
+    study = load_study(args.study)
     command = "bitrobust " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = study.reproduce(out_dir, args.quick, args.data_dir, command, args.device)
+    summary = study.reproduce(out_dir, args.quick, args.data_dir, command, device)
     emit(
         {
             "study": args.study,

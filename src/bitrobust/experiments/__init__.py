@@ -14,6 +14,12 @@ from types import ModuleType
 
 from bitrobust.errors import BitrobustError
 
+COMMITTED_SAMPLER = 1
+"""The random bit error sampler of the committed study results (docs/results/): the studies keep
+it so that those numbers re-run unchanged. New work, the CLI and the library default to the
+O(flips) sampler 2 (:data:`bitrobust.faults.core.SAMPLER_VERSION`), which draws other patterns
+from the same seeds with the same distribution."""
+
 STUDIES: dict[str, str] = {
     "stutz2021": "Stutz et al. 2021: Normal, RQuant, Clipping (w_max 0.1, 0.05) and RandBET at "
     "8 and 4 bit on MNIST and Fashion-MNIST; RErr vs random bit error rate",

@@ -35,6 +35,7 @@ from bitrobust.bits import stable_seed
 from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
 from bitrobust.data import load_splits, subset
 from bitrobust.quant import QuantScheme
+from bitrobust.stats import spearman, summarize
 from bitrobust.train import TrainConfig, train
 
 UNSIGNED_MULTIPLIERS = (
@@ -167,15 +168,6 @@ def _model(s, dataset, model_name, options, train_set, out, device):
     return model, key, time.time() - started
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-    }
-
-
 def evaluate_model(
     s: AxSettings,
     model: torch.nn.Module,
@@ -187,59 +179,56 @@ def evaluate_model(
     tag: str,
 ) -> dict[str, Any]:
     """The three parts of the study for one trained model."""
-    from bitrobust.hw import (
-        PEFaults,
-        SystolicArray,
-        accuracy,
-        load_multiplier,
-        set_faults,
-        to_accelerator,
-    )
-    from bitrobust.hw.mitigation import MitigationConfig, mitigate, restore, snapshot
+    from bitrobust.evaluate import CleanRun, clean_run, run_trial
+    from bitrobust.hw import PEFaults, SystolicArray, accuracy, deploy, load_multiplier
+    from bitrobust.hw.deploy import AcceleratorDeployment
+    from bitrobust.hw.mitigation import MitigationConfig, mitigate
 
     calibration = train_images[: s.calibration]
     array = SystolicArray(s.array_size)
+    data = (images, labels)
     result: dict[str, Any] = {"float_accuracy": accuracy(model, images, labels)}
-    converted: dict[str, torch.nn.Module] = {}
+    deployed: dict[str, tuple[AcceleratorDeployment, CleanRun]] = {}
+
+    def deployment_for(name: str) -> tuple[AcceleratorDeployment, CleanRun]:
+        if name not in deployed:
+            multiplier = load_multiplier(name, data_dir)
+            deployment = deploy(model, multiplier, array, calibration=calibration)
+            deployed[name] = (deployment, clean_run(deployment, data))
+        return deployed[name]
+
+    def faulty_accuracy(name: str, faults: PEFaults, seed: int) -> float:
+        deployment, clean = deployment_for(name)
+        return 1 - run_trial(deployment, faults, seed, data, clean).err_faulty
+
     rows = []
     for name in s.multipliers:
-        multiplier = load_multiplier(name, data_dir)
-        emulated = to_accelerator(model, multiplier, array, calibration=calibration)
-        converted[name] = emulated
-        metrics = multiplier.metrics()
+        deployment, clean = deployment_for(name)
+        metrics = deployment.multiplier.metrics()
         rows.append(
             {
                 "multiplier": name,
-                "power_mw": multiplier.power_mw,
+                "power_mw": deployment.multiplier.power_mw,
                 "mae_percent": metrics["mae_percent"],
                 "wce_percent": metrics["wce_percent"],
-                "accuracy": accuracy(emulated, images, labels),
+                "accuracy": 1 - clean.err,
             }
         )
     result["multipliers"] = rows
     fault_free = {row["multiplier"]: row["accuracy"] for row in rows}
-
-    def emulated_for(name: str) -> torch.nn.Module:
-        if name not in converted:
-            converted[name] = to_accelerator(
-                model, load_multiplier(name, data_dir), array, calibration=calibration
-            )
-            fault_free[name] = accuracy(converted[name], images, labels)
-        return converted[name]
+    for name in (s.accurate, s.approximate):
+        fault_free[name] = 1 - deployment_for(name)[1].err
 
     fault_rows = []
     for name in (s.accurate, s.approximate):
-        emulated = emulated_for(name)
         _log(f"[{tag}] {name}: bit sweep")
         for stuck_at in s.stuck_at:
             for bit in s.bits:
                 for rate in s.rates:
-                    values = []
-                    for index in range(s.patterns):
-                        fault_map = PEFaults(rate, bit, stuck_at).sample(array, s.seed + index)
-                        set_faults(emulated, fault_map)
-                        values.append(accuracy(emulated, images, labels))
-                    set_faults(emulated, None)
+                    faults = PEFaults(rate, bit, stuck_at)
+                    values = [
+                        faulty_accuracy(name, faults, s.seed + index) for index in range(s.patterns)
+                    ]
                     losses = [fault_free[name] - v for v in values]
                     fault_rows.append(
                         {
@@ -248,7 +237,10 @@ def evaluate_model(
                             "bit": bit,
                             "rate": rate,
                             "accuracy_mean": statistics.fmean(values),
-                            **{f"loss_{k}": v for k, v in _summary(losses).items()},
+                            **{
+                                f"loss_{k}": v
+                                for k, v in summarize(losses).to_json(interval=False).items()
+                            },
                         }
                     )
     result["faults"] = fault_rows
@@ -256,15 +248,14 @@ def evaluate_model(
 
     mitigation_rows = []
     for name in (s.accurate, s.approximate):
-        emulated = emulated_for(name)
+        deployment, clean = deployment_for(name)
         for bit, stuck_at in s.mitigation_faults:
             _log(f"[{tag}] {name}: mitigation of bit {bit} stuck at {stuck_at}")
             by_method: dict[str, list[float]] = {"none": []}
+            faults = PEFaults(s.mitigation_rate, bit, stuck_at)
             for index in range(s.mitigation_patterns):
-                fault_map = PEFaults(s.mitigation_rate, bit, stuck_at).sample(array, s.seed + index)
-                set_faults(emulated, fault_map)
-                by_method["none"].append(accuracy(emulated, images, labels))
-                saved = snapshot(emulated)
+                pattern = faults.sample(deployment.target, s.seed + index)
+                by_method["none"].append(faulty_accuracy(name, faults, s.seed + index))
                 for method in s.methods:
                     base, options = MITIGATIONS[method]
                     config = MitigationConfig(
@@ -275,10 +266,11 @@ def evaluate_model(
                         seed=s.seed + index,
                         **options,
                     )
-                    mitigate(emulated, config, train_images, train_labels)
-                    by_method.setdefault(method, []).append(accuracy(emulated, images, labels))
-                    restore(emulated, saved)
-            set_faults(emulated, None)
+                    mitigated = mitigate(deployment, pattern, config, train_images, train_labels)
+                    trial = run_trial(
+                        mitigated.deployment, faults, 0, data, clean, pattern=mitigated.pattern
+                    )
+                    by_method.setdefault(method, []).append(1 - trial.err_faulty)
             faulty = statistics.fmean(by_method["none"])
             lost = fault_free[name] - faulty
             for method, values in by_method.items():
@@ -292,7 +284,7 @@ def evaluate_model(
                         "method": method,
                         "fault_free": fault_free[name],
                         "accuracy_mean": mean,
-                        "accuracy_std": _summary(values)["std"],
+                        "accuracy_std": summarize(values).std,
                         "recovery": (mean - faulty) / lost if lost > 0 else None,
                     }
                 )
@@ -349,32 +341,6 @@ def run(
             os.replace(tmp, path)
             records.append(record)
     return records
-
-
-def _rank(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
-
-
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman rank correlation (None with fewer than 3 points or a constant series)."""
-    if len(x) < 3:
-        return None
-    rx, ry = _rank(x), _rank(y)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
 
 
 def findings(records: list[dict[str, Any]], s: AxSettings) -> list[str]:
@@ -591,6 +557,7 @@ def plots(records: list[dict[str, Any]], s: AxSettings, out: Path) -> list[Path]
         y="loss_mean",
         y_low="loss_min",
         y_high="loss_max",
+        band_label=f"shaded: min–max over {s.patterns} fault maps",
         xlabel="faulty product bit",
         ylabel="accuracy loss (points)",
         logx=False,
@@ -657,4 +624,4 @@ def reproduce(
     return summary
 
 
-__all__ = ["MITIGATIONS", "AxSettings", "findings", "reproduce", "run", "settings", "spearman"]
+__all__ = ["MITIGATIONS", "AxSettings", "findings", "reproduce", "run", "settings"]

@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,13 +26,15 @@ from typing import Any
 
 import torch
 
+from bitrobust import stats
 from bitrobust.bnn import accuracy, bnn_metrics, correlations
 from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
 from bitrobust.data import dataset_info, load_splits, subset
-from bitrobust.evaluate import predict, run_trial
+from bitrobust.evaluate import QuantizedDeployment, clean_run, run_trial
+from bitrobust.experiments import COMMITTED_SAMPLER
 from bitrobust.faults import RandomBitErrors
-from bitrobust.quant import BINARY, QuantizedModel
-from bitrobust.report import markdown_table, plot_error_curves
+from bitrobust.quant import BINARY
+from bitrobust.report import markdown_table, plot_bnn_metrics, plot_error_curves
 from bitrobust.train import TrainConfig, train
 
 
@@ -129,7 +130,10 @@ def run(
     correlation_rows = correlation_table_rows(records, study.correlation_rates)
     findings = summarize(records, correlation_rows, study)
     accuracy_plot = plot_accuracy(records, out / "bnn2021.png")
-    metrics_plot = plot_metrics(records, out / "bnn2021_metrics.png")
+    metrics_plot = plot_bnn_metrics(
+        {record["variant"]: record["metrics"]["layers"] for record in records},
+        out / "bnn2021_metrics.png",
+    )
     elapsed = time.time() - started
     summary = {
         "mode": mode,
@@ -256,22 +260,24 @@ def accuracy_sweep(
 ) -> list[dict[str, float]]:
     """Accuracy (1 − error of the faulty model) and RErr per symmetric bit error rate, over
     seeded patterns (seeds ``seed``..``seed + patterns - 1``, nested across rates)."""
-    qmodel = QuantizedModel.from_module(model, BINARY)
-    clean = predict(model, qmodel.dequantized(), images)
+    deployment = QuantizedDeployment(model, BINARY)
+    data = (images, labels)
+    clean = clean_run(deployment, data)
     rows = []
     for rate in rates:
+        faults = RandomBitErrors(rate, sampler=COMMITTED_SAMPLER)
         trials = [
-            run_trial(model, qmodel, RandomBitErrors(rate), seed + k, images, labels, clean)
+            run_trial(deployment, faults, seed + k, data, clean)
             for k in range(patterns if rate > 0 else 1)
         ]
-        accuracies = [1 - trial.err_faulty for trial in trials]
+        accuracies = stats.summarize([1 - trial.err_faulty for trial in trials])
         rows.append(
             {
                 "bit_error_rate": rate,
-                "accuracy_mean": statistics.fmean(accuracies),
-                "accuracy_min": min(accuracies),
-                "accuracy_max": max(accuracies),
-                "rerr_mean": statistics.fmean(trial.rerr for trial in trials),
+                "accuracy_mean": accuracies.mean,
+                "accuracy_min": accuracies.min,
+                "accuracy_max": accuracies.max,
+                "rerr_mean": stats.summarize([trial.rerr for trial in trials]).mean,
                 "patterns": len(trials),
             }
         )
@@ -333,7 +339,7 @@ def correlation_table_rows(
                                 "metric": key,
                                 "label": label,
                                 "expected_sign": expected,
-                                "spearman": _finite_or_none(rhos[key]),
+                                "spearman": rhos[key],
                             }
                         )
     return rows
@@ -524,57 +530,12 @@ def plot_accuracy(records: list[dict[str, Any]], path: Path) -> Path:
     )
 
 
-def plot_metrics(records: list[dict[str, Any]], path: Path) -> Path:
-    """One panel per layer with each model's normalized-margin histogram, and one panel with
-    the importance variance per layer and model."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    layers = records[0]["metrics"]["layers"] if records else []
-    panels = len(layers) + 1
-    figure = Figure(figsize=(4.5 * panels, 3.6), layout="constrained")
-    axes = figure.subplots(1, panels, squeeze=False)[0]
-    for index, layer in enumerate(layers):
-        ax = axes[index]
-        for record in records:
-            summary = record["metrics"]["layers"][index]
-            histogram = summary["margin_histogram"]
-            width = summary.get("margin_histogram_max", 1.0) / len(histogram)
-            centers = [(i + 0.5) * width for i in range(len(histogram))]
-            ax.plot(centers, histogram, label=record["variant"])
-        ax.set(
-            title=f"{layer['layer']} ({layer['description']})",
-            xlabel="margin |a − τ| / fan-in (last bin: and above)",
-            ylabel="fraction",
-        )
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    ax = axes[-1]
-    width = 0.8 / max(len(records), 1)
-    for k, record in enumerate(records):
-        values = [layer.get("importance_variance") or 0.0 for layer in record["metrics"]["layers"]]
-        positions = [i + k * width for i in range(len(values))]
-        ax.bar(positions, values, width=width, label=record["variant"])
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(layers))])
-    ax.set_xticklabels([layer["layer"] for layer in layers])
-    ax.set(title="importance variance (INM)", ylabel="variance of accuracy drop")
-    ax.legend(fontsize="small")
-    FigureCanvasAgg(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, format="png")
-    return path
-
-
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
 def _scaled(value: float | None) -> float | None:
     return None if value is None else 100 * value
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _log(message: str) -> None:

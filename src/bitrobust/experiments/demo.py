@@ -22,6 +22,7 @@ from bitrobust.experiments.robustness import (
     results_table,
     run_study,
 )
+from bitrobust.faults.core import SAMPLER_VERSION
 
 DEMO_VARIANTS = tuple(
     v for v in STUTZ_VARIANTS if v.label in ("Normal", "RQuant", "Clipping 0.1", "RandBET 0.1")
@@ -64,7 +65,7 @@ def run_demo(
     started = time.time()
     dataset = pick_dataset(data_dir)
     study = demo_settings(dataset)
-    records = run_study(study, out, data_dir=data_dir)
+    records = run_study(study, out, data_dir=data_dir, sampler=SAMPLER_VERSION)
     table = results_table(records, study.bit_error_rates)
     plot = plot_study(records, out / "demo.png")
     report = out / "demo.md"

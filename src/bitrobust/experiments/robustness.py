@@ -24,6 +24,7 @@ from bitrobust.bits import stable_seed
 from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
 from bitrobust.data import dataset_info, load_splits, subset
 from bitrobust.evaluate import evaluate_bit_errors
+from bitrobust.experiments import COMMITTED_SAMPLER
 from bitrobust.quant import QuantScheme
 from bitrobust.train import TrainConfig, train
 
@@ -88,8 +89,11 @@ def run_study(
     data_dir: str | os.PathLike | None = None,
     device: str | None = None,
     progress: bool = True,
+    sampler: int = COMMITTED_SAMPLER,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every (dataset, bits, variant); return one record per model."""
+    """Train and evaluate every (dataset, bits, variant); return one record per model.
+
+    ``sampler`` is the random bit error sampler (the committed studies keep version 1)."""
     out = Path(out_dir)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     (out / "results").mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,7 @@ def run_study(
             for variant in settings.variants:
                 name = f"{dataset}-{bits}bit-{variant.slug}"
                 train_key = _train_fingerprint(settings, info.name, bits, variant)
-                eval_key = _eval_fingerprint(settings, train_key)
+                eval_key = _eval_fingerprint(settings, train_key, sampler)
                 result_path = out / "results" / f"{name}.json"
                 cached = _read_json(result_path)
                 if cached is not None and cached.get("fingerprint") == eval_key:
@@ -134,8 +138,14 @@ def run_study(
                     settings.bit_error_rates,
                     patterns=settings.patterns,
                     seed=settings.seed,
-                    progress=progress,
+                    sampler=sampler,
                 )
+                if progress:
+                    for row in report["results"]:
+                        _log(
+                            f"  {row['fault_model']}: RErr {100 * row['rerr_mean']:.2f} % "
+                            f"(min {100 * row['rerr_min']:.2f}, max {100 * row['rerr_max']:.2f})"
+                        )
                 record = {
                     "name": name,
                     "fingerprint": eval_key,
@@ -172,9 +182,13 @@ def _train_fingerprint(settings: StudySettings, dataset: str, bits: int, variant
     return f"{stable_seed(json.dumps(key, sort_keys=True)):016x}"
 
 
-def _eval_fingerprint(settings: StudySettings, train_key: str) -> str:
-    """Hash of the trained model's fingerprint and everything that determines its evaluation."""
+def _eval_fingerprint(settings: StudySettings, train_key: str, sampler: int) -> str:
+    """Hash of the trained model's fingerprint and everything that determines its evaluation
+    (the sampler only when it is not 1, so that results cached before samplers had versions
+    keep their keys)."""
     key = [train_key, settings.test_limit, list(settings.bit_error_rates), settings.patterns]
+    if sampler != 1:
+        key.append(f"sampler{sampler}")
     return f"{stable_seed(json.dumps(key)):016x}"
 
 

@@ -7,7 +7,14 @@
   synthetic chips, the chip file format, :class:`VoltageErrorCurve` and :class:`ProfiledSRAM`.
 """
 
-from bitrobust.faults.core import ComposedFaults, FaultModel, FaultPattern, RandomBitErrors
+from bitrobust.faults.core import (
+    ComposedFaults,
+    FaultModel,
+    FaultPattern,
+    FaultTarget,
+    RandomBitErrors,
+    as_target,
+)
 from bitrobust.faults.sram import (
     CHIP_FORMAT,
     PLACEMENTS,
@@ -25,10 +32,12 @@ __all__ = [
     "ComposedFaults",
     "FaultModel",
     "FaultPattern",
+    "FaultTarget",
     "ProfiledSRAM",
     "RandomBitErrors",
     "SRAMChip",
     "VoltageErrorCurve",
+    "as_target",
     "load_chip",
     "make_chip",
     "save_chip",

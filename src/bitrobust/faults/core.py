@@ -10,53 +10,129 @@ from __future__ import annotations
 
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from bitrobust.bits import flip_mask, popcount, stable_seed, uniform_draws
+from bitrobust.bits import (
+    candidate_flips,
+    flip_candidates,
+    flip_mask,
+    popcount,
+    stable_seed,
+    uniform_draws,
+)
 from bitrobust.errors import BitrobustError, check_rate
 from bitrobust.quant import QuantizedModel
 
 
 @dataclass(frozen=True, eq=False)
 class FaultPattern:
-    """Parameter name -> uint8 XOR mask on that parameter's codes (names may be a subset)."""
+    """One sampled fault pattern.
 
-    masks: Mapping[str, torch.Tensor]
+    ``masks``: parameter name -> uint8 XOR mask on that parameter's codes (names may be a
+    subset). ``touched``: optionally, for a masked name, the flat indices of its nonzero mask
+    entries (sparse samplers know them), so that faulty weights cost O(flips) to decode.
+    ``datapath``: per-layer faults of an emulated accelerator's datapath, layer name -> the
+    fault its layers understand (see :mod:`bitrobust.hw`); empty for memory-only faults.
+    """
+
+    masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    touched: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    datapath: Mapping[str, Any] = field(default_factory=dict)
+
+    def _checked_mask(self, qmodel: QuantizedModel, name: str) -> torch.Tensor:
+        if name not in qmodel.tensors:
+            raise BitrobustError(f"fault pattern names unknown parameter {name!r}")
+        qt, mask = qmodel.tensors[name], self.masks[name]
+        if mask.shape != qt.codes.shape or mask.dtype != torch.uint8:
+            raise ValueError(
+                f"mask for {name!r} must be uint8 of shape {tuple(qt.codes.shape)}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+        if bool((mask & qt.protected_mask).any()):
+            raise ValueError(f"mask for {name!r} flips protected bits")
+        return mask.to(qt.codes.device)
 
     def apply(self, qmodel: QuantizedModel) -> QuantizedModel:
         """A new quantized model with ``codes ^ mask`` for every masked parameter."""
         new_codes = {}
-        for name, mask in self.masks.items():
-            if name not in qmodel.tensors:
-                raise BitrobustError(f"fault pattern names unknown parameter {name!r}")
-            qt = qmodel.tensors[name]
-            if mask.shape != qt.codes.shape or mask.dtype != torch.uint8:
-                raise ValueError(
-                    f"mask for {name!r} must be uint8 of shape {tuple(qt.codes.shape)}, "
-                    f"got {mask.dtype} {tuple(mask.shape)}"
-                )
-            if bool((mask & qt.protected_mask).any()):
-                raise ValueError(f"mask for {name!r} flips protected bits")
-            new_codes[name] = qt.codes ^ mask.to(qt.codes.device)
+        for name in self.masks:
+            mask = self._checked_mask(qmodel, name)
+            new_codes[name] = qmodel.tensors[name].codes ^ mask
         return qmodel.with_codes(new_codes)
+
+    def parameters(self, qmodel: QuantizedModel) -> dict[str, torch.Tensor]:
+        """The faulty float parameters, equal to ``self.apply(qmodel).dequantized()``.
+
+        Starts from the clean weights and decodes only the flipped codes where their indices
+        are known (``touched``); unflipped tensors are the shared clean ones (read only).
+        """
+        parameters = dict(qmodel.clean_parameters())
+        for name in self.masks:
+            mask = self._checked_mask(qmodel, name)
+            qt = qmodel.tensors[name]
+            if name not in self.touched:
+                parameters[name] = qt.decode(qt.codes ^ mask)
+                continue
+            index = self.touched[name].to(qt.codes.device)
+            if len(index) == 0:
+                continue
+            flat = parameters[name].reshape(-1).clone()
+            flat[index] = qt.decode(qt.codes.reshape(-1)[index] ^ mask.reshape(-1)[index])
+            parameters[name] = flat.reshape(qt.codes.shape)
+        return parameters
 
     def num_flips(self) -> int:
         """Total number of flipped bits."""
         return sum(int(popcount(mask).sum()) for mask in self.masks.values())
 
     def combine(self, other: FaultPattern) -> FaultPattern:
-        """The pattern of applying ``self`` and then ``other`` (masks XOR)."""
+        """The pattern of applying ``self`` and then ``other`` (masks XOR, datapath faults of
+        ``other`` added; a layer may hold one datapath fault)."""
         masks = dict(self.masks)
         for name, mask in other.masks.items():
             masks[name] = masks[name] ^ mask if name in masks else mask
-        return FaultPattern(masks)
+        touched = {}
+        for name in masks:  # sparse only where every part that masks the name is sparse
+            parts = [part.touched.get(name) for part in (self, other) if name in part.masks]
+            if all(indices is not None for indices in parts):
+                touched[name] = torch.unique(torch.cat(parts))  # type: ignore[arg-type]
+        clash = sorted(set(self.datapath) & set(other.datapath))
+        if clash:
+            raise BitrobustError(f"two datapath faults on layer(s) {', '.join(clash)}")
+        return FaultPattern(masks, touched, {**self.datapath, **other.datapath})
+
+
+@dataclass(frozen=True, eq=False)
+class FaultTarget:
+    """What a fault model samples a pattern for: the stored codes (``qmodel``) and, for a
+    model deployed on an emulated accelerator, its datapath layout (``datapath``: the PE array
+    and each layer's GEMM shape, see :class:`bitrobust.hw.deploy.AcceleratorLayout`)."""
+
+    qmodel: QuantizedModel
+    datapath: Any = None
+
+
+def as_target(target: QuantizedModel | FaultTarget) -> FaultTarget:
+    """A :class:`FaultTarget` for a quantized model (memory only) or the target itself."""
+    if isinstance(target, FaultTarget):
+        return target
+    if isinstance(target, QuantizedModel):
+        return FaultTarget(target)
+    raise TypeError(f"expected a QuantizedModel or FaultTarget, got {type(target).__name__}")
 
 
 class FaultModel(ABC):
-    """(quantized model layout, seed) -> :class:`FaultPattern`. Pure: same inputs, same pattern."""
+    """(target, seed) -> :class:`FaultPattern`. Pure: same inputs, same pattern.
+
+    The one contract of every fault source: a ``name`` that encodes every parameter (trial ids
+    are built from it), :meth:`sample`, and composition with ``+``. The target is a
+    :class:`~bitrobust.quant.QuantizedModel` (memory faults) or a :class:`FaultTarget`, which
+    adds the datapath layout that processing-element faults need.
+    """
 
     @property
     @abstractmethod
@@ -64,11 +140,13 @@ class FaultModel(ABC):
         """Encodes every parameter; used as trial id."""
 
     @abstractmethod
-    def sample(self, qmodel: QuantizedModel, seed: int) -> FaultPattern:
-        """The fault pattern for this model layout and seed."""
+    def sample(self, target: QuantizedModel | FaultTarget, seed: int) -> FaultPattern:
+        """The fault pattern for this target and seed."""
 
-    def __call__(self, qmodel: QuantizedModel, seed: int) -> QuantizedModel:
-        return self.sample(qmodel, seed).apply(qmodel)
+    def __call__(self, target: QuantizedModel | FaultTarget, seed: int) -> QuantizedModel:
+        """The faulty stored codes (memory faults only; datapath faults act in a trial)."""
+        qmodel = as_target(target).qmodel
+        return self.sample(target, seed).apply(qmodel)
 
     def __add__(self, other: FaultModel) -> FaultModel:
         if not isinstance(other, FaultModel):
@@ -85,13 +163,29 @@ class FaultModel(ABC):
         return self.name
 
 
+SAMPLER_VERSION = 2
+"""The random bit error sampler a :class:`RandomBitErrors` uses unless told otherwise.
+
+1: one uniform draw per stored bit (:func:`~bitrobust.bits.uniform_draws`), O(all bits); the
+committed results made before version 0.2 used it. 2: only the draws below the rate
+(:func:`~bitrobust.bits.flip_candidates`), O(flips). Both are i.i.d. per bit with the same
+distribution, nested across rates and deterministic; the same seed gives different patterns."""
+
+
 class RandomBitErrors(FaultModel):
     """I.i.d. random bit errors (Stutz et al. §1.4), with separate 0→1 and 1→0 rates.
 
-    Every stored bit gets one uniform draw from ``stable_seed(seed, parameter name)`` and flips
-    if the draw is below the rate for its current value. So a tensor's pattern depends only on
-    the seed and its own name, and for one seed the flips at a lower rate are a subset of those
-    at a higher rate. Protected bits (m..7 for m < 8) never flip.
+    Every stored bit conceptually gets one uniform draw from ``stable_seed(seed, parameter
+    name)`` and flips if the draw is below the rate for its current value. So a tensor's
+    pattern depends only on the seed and its own name, and for one seed the flips at a lower
+    rate are a subset of those at a higher rate. Protected bits (m..7 for m < 8) never flip.
+
+    ``layers`` limits the errors to parameters whose name is, or starts with, one of the given
+    module names (``"fc1"`` covers ``fc1.weight`` and ``fc1.bias``); ``bits`` to bit positions
+    of the m-bit value, 0 the LSB and negative counting from the MSB (``bits=[-1]``: MSB only,
+    as in Stutz et al.'s official code). A restricted pattern is the unrestricted one for the
+    same seed with the other flips removed. ``sampler`` picks the sampler version
+    (:data:`SAMPLER_VERSION`); it is part of the name.
     """
 
     def __init__(
@@ -100,12 +194,20 @@ class RandomBitErrors(FaultModel):
         *,
         zero_to_one: float | None = None,
         one_to_zero: float | None = None,
+        layers: Collection[str] | None = None,
+        bits: Collection[int] | None = None,
+        sampler: int = SAMPLER_VERSION,
     ) -> None:
         if bit_error_rate is None and zero_to_one is None and one_to_zero is None:
             raise BitrobustError("give bit_error_rate, or zero_to_one and/or one_to_zero")
         base = 0.0 if bit_error_rate is None else check_rate(bit_error_rate, "bit_error_rate")
         self._zero_to_one = base if zero_to_one is None else check_rate(zero_to_one, "zero_to_one")
         self._one_to_zero = base if one_to_zero is None else check_rate(one_to_zero, "one_to_zero")
+        self.layers = _check_names(layers)
+        self.bits = _check_bit_positions(bits)
+        if sampler not in (1, 2):
+            raise BitrobustError(f"unknown random bit error sampler {sampler!r} (known: 1, 2)")
+        self.sampler = sampler
 
     @property
     def zero_to_one(self) -> float:
@@ -116,25 +218,133 @@ class RandomBitErrors(FaultModel):
         return self._one_to_zero
 
     @property
-    def name(self) -> str:
-        return f"random_bit_errors(p01={self._zero_to_one!r},p10={self._one_to_zero!r})"
+    def bit_error_rate(self) -> float:
+        """The expected fraction of stored bits that flip when 0s and 1s are equally common:
+        (p01 + p10) / 2, which is p for symmetric errors."""
+        return (self._zero_to_one + self._one_to_zero) / 2
 
-    def sample(self, qmodel: QuantizedModel, seed: int) -> FaultPattern:
+    @property
+    def name(self) -> str:
+        parts = [f"p01={self._zero_to_one!r}", f"p10={self._one_to_zero!r}"]
+        if self.layers is not None:
+            parts.append("layers=" + "|".join(self.layers))
+        if self.bits is not None:
+            parts.append("bits=" + "|".join(map(str, self.bits)))
+        parts.append(f"sampler={self.sampler}")
+        return f"random_bit_errors({','.join(parts)})"
+
+    def at_rates(self, zero_to_one: float, one_to_zero: float) -> RandomBitErrors:
+        """The same fault model (restrictions, sampler) at other rates."""
+        return RandomBitErrors(
+            zero_to_one=zero_to_one,
+            one_to_zero=one_to_zero,
+            layers=self.layers,
+            bits=self.bits,
+            sampler=self.sampler,
+        )
+
+    def covers(self, name: str) -> bool:
+        """Whether parameter ``name`` is in the layers this model faults."""
+        if self.layers is None:
+            return True
+        return any(name == layer or name.startswith(layer + ".") for layer in self.layers)
+
+    def allowed_bits(self, value_bits: int) -> int:
+        """Mask of the code bits this model may flip in a ``value_bits``-wide value."""
+        if self.bits is None:
+            return 0xFF
+        mask = 0
+        for bit in self.bits:
+            position = bit + value_bits if bit < 0 else bit
+            if 0 <= position < value_bits:
+                mask |= 1 << position
+        return mask
+
+    def sample(self, target: QuantizedModel | FaultTarget, seed: int) -> FaultPattern:
+        return self.sample_rates(target, seed, [self])[0]
+
+    def sample_rates(
+        self,
+        target: QuantizedModel | FaultTarget,
+        seed: int,
+        models: Sequence[RandomBitErrors],
+    ) -> list[FaultPattern]:
+        """The patterns of several rates of this model for one seed, from one draw.
+
+        Each equals ``model.sample(qmodel, seed)``; the candidate flips are drawn once at the
+        largest rate and thresholded for each (sampler 2), which is what makes a sweep cheap.
+        """
         _check_seed(seed)
-        masks = {}
+        qmodel = as_target(target).qmodel
+        for model in models:
+            if model.at_rates(0, 0) != self.at_rates(0, 0):
+                raise BitrobustError(f"{model.name} differs from {self.name} in more than rates")
+        patterns: list[dict[str, torch.Tensor]] = [{} for _ in models]
+        touched: list[dict[str, torch.Tensor]] = [{} for _ in models]
+        top = max((max(m.zero_to_one, m.one_to_zero) for m in models), default=0.0)
         for name, qt in qmodel.tensors.items():
-            if self._zero_to_one == 0.0 and self._one_to_zero == 0.0:
-                masks[name] = torch.zeros_like(qt.codes)
+            if not self.covers(name):
                 continue
-            draws = uniform_draws(qt.codes.shape, stable_seed(seed, name), device=qt.codes.device)
-            masks[name] = flip_mask(
-                qt.codes, draws, self._zero_to_one, self._one_to_zero, qt.protected_mask
+            value_bits = 8 - bin(qt.protected_mask).count("1")
+            allowed = self.allowed_bits(value_bits) & (0xFF ^ qt.protected_mask)
+            if top == 0.0 or allowed == 0:
+                for masks, where in zip(patterns, touched):
+                    masks[name] = torch.zeros_like(qt.codes)
+                    where[name] = torch.empty(0, dtype=torch.int64)
+                continue
+            if self.sampler == 1:
+                draws = uniform_draws(qt.codes.shape, stable_seed(seed, name), qt.codes.device)
+                for model, masks in zip(models, patterns):
+                    mask = flip_mask(
+                        qt.codes, draws, model.zero_to_one, model.one_to_zero, qt.protected_mask
+                    )
+                    masks[name] = mask & allowed
+                continue
+            positions, uniforms = flip_candidates(
+                qt.codes.numel() * value_bits, top, stable_seed("sampler-2", seed, name)
             )
-        return FaultPattern(masks)
+            for model, masks, where in zip(models, patterns, touched):
+                mask, index = candidate_flips(
+                    qt.codes,
+                    value_bits,
+                    positions,
+                    uniforms,
+                    model.zero_to_one,
+                    model.one_to_zero,
+                    allowed,
+                )
+                masks[name], where[name] = mask, index
+        return [FaultPattern(masks, where) for masks, where in zip(patterns, touched)]
+
+
+def _check_names(names: Collection[str] | None) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = [names]
+    checked = tuple(names)
+    if not checked or not all(isinstance(name, str) and name for name in checked):
+        raise BitrobustError(f"layers must be non-empty layer names, got {names!r}")
+    return checked
+
+
+def _check_bit_positions(bits: Collection[int] | None) -> tuple[int, ...] | None:
+    if bits is None:
+        return None
+    checked = tuple(bits)
+    for bit in checked:
+        if isinstance(bit, bool) or not isinstance(bit, numbers.Integral) or not -8 <= bit <= 7:
+            raise BitrobustError(
+                f"bit positions are integers in -8..7 (0 the LSB, -1 the MSB), got {bit!r}"
+            )
+    if not checked:
+        raise BitrobustError("bits must name at least one bit position")
+    return tuple(int(bit) for bit in checked)
 
 
 class ComposedFaults(FaultModel):
-    """Fault models applied one after the other; each sees the codes its predecessors left.
+    """Fault models applied one after the other; each sees the codes its predecessors left,
+    and datapath faults add up (at most one per layer).
 
     Component i samples with ``stable_seed(seed, i)`` so that equal components do not draw
     identical patterns.
@@ -152,13 +362,14 @@ class ComposedFaults(FaultModel):
     def name(self) -> str:
         return "+".join(model.name for model in self.models)
 
-    def sample(self, qmodel: QuantizedModel, seed: int) -> FaultPattern:
+    def sample(self, target: QuantizedModel | FaultTarget, seed: int) -> FaultPattern:
         _check_seed(seed)
         pattern = FaultPattern({})
-        current = qmodel
+        current = as_target(target)
         for index, model in enumerate(self.models):
             step = model.sample(current, stable_seed(seed, index))
-            current = step.apply(current)
+            if step.masks:
+                current = FaultTarget(step.apply(current.qmodel), current.datapath)
             pattern = pattern.combine(step)
         return pattern
 

@@ -11,10 +11,13 @@ a *chip* is a map over its bit cells:
   bit that differs from it. A stored 0 flips on a failing stuck-at-1 cell, a stored 1 on a
   failing stuck-at-0 cell; this is why 0→1 and 1→0 rates differ.
 
-The chip's **bit error rate** p(V) is the fraction of failing cells (what profiling with both
-data values measures); a stored 0 flips with probability ``zero_to_one`` (failing and stuck at
-1) and a stored 1 with ``one_to_zero``, and ``p = zero_to_one + one_to_zero``. On balanced data
-a chip at rate p thus flips about p/2 of the bits, whereas i.i.d. ``RandomBitErrors(p)`` flips p.
+At a voltage, a fraction ``failing_cells`` of the cells fails (what profiling with both data
+values measures); a stored 0 flips with probability ``zero_to_one`` (failing and stuck at 1)
+and a stored 1 with ``one_to_zero``, so ``failing_cells = zero_to_one + one_to_zero``. The
+chip's **bit error rate** has the meaning it has everywhere in bitrobust: the probability that
+a stored bit flips, for 0s and 1s equally common, ``(zero_to_one + one_to_zero) / 2`` — half
+the failing cells, since a stuck cell only flips the bits that differ from its value. So
+``RandomBitErrors(chip.bit_error_rate(V))`` flips as many bits as the chip does on balanced data.
 
 Chip file format (``.npz``, read with ``allow_pickle=False``):
 
@@ -48,7 +51,7 @@ import torch
 
 from bitrobust.bits import bit_planes, pack_bits, stable_seed
 from bitrobust.errors import BitrobustError
-from bitrobust.faults.core import FaultModel, FaultPattern, _check_seed
+from bitrobust.faults.core import FaultModel, FaultPattern, FaultTarget, _check_seed, as_target
 from bitrobust.memory import MemoryGeometry, Placement, model_cells
 from bitrobust.quant import QuantizedModel
 
@@ -92,7 +95,8 @@ class VoltageErrorCurve:
 
     @classmethod
     def from_chip(cls, chip: SRAMChip, step: float = 0.005) -> VoltageErrorCurve:
-        """The chip's measured p(V) on a grid of ``step`` over its profiled range."""
+        """The chip's measured bit error rate (half its failing cells) on a grid of ``step``
+        over its profiled range."""
         low, high = chip.voltage_range
         count = max(2, math.ceil((high - low) / step) + 1)
         grid = np.linspace(low, high, count)
@@ -216,22 +220,28 @@ class SRAMChip:
         zero_to_one = (stuck1.size - np.searchsorted(stuck1, at, side="right")) / cells
         return zero_to_one, one_to_zero
 
-    def bit_error_rates(self, voltages: np.ndarray | Sequence[float] | float) -> np.ndarray:
-        """Fraction of failing cells at each voltage."""
+    def failing_cells(self, voltages: np.ndarray | Sequence[float] | float) -> np.ndarray:
+        """Fraction of failing cells at each voltage (zero_to_one + one_to_zero)."""
         zero_to_one, one_to_zero = self.flip_rates(voltages)
         return zero_to_one + one_to_zero
 
+    def bit_error_rates(self, voltages: np.ndarray | Sequence[float] | float) -> np.ndarray:
+        """Probability that a stored bit flips at each voltage, for balanced data:
+        (zero_to_one + one_to_zero) / 2, half the failing cells."""
+        return self.failing_cells(voltages) / 2
+
     def bit_error_rate(self, voltage: float) -> float:
-        """Fraction of failing cells at ``voltage``."""
+        """:meth:`bit_error_rates` at one voltage."""
         return float(self.bit_error_rates(voltage))
 
     def rates_table(self, voltages: Sequence[float]) -> list[dict[str, float]]:
-        """Rows ``{voltage, bit_error_rate, zero_to_one, one_to_zero}``."""
+        """Rows ``{voltage, bit_error_rate, failing_cells, zero_to_one, one_to_zero}``."""
         zero_to_one, one_to_zero = self.flip_rates(voltages)
         return [
             {
                 "voltage": float(v),
-                "bit_error_rate": float(a + b),
+                "bit_error_rate": float(a + b) / 2,
+                "failing_cells": float(a + b),
                 "zero_to_one": float(a),
                 "one_to_zero": float(b),
             }
@@ -453,8 +463,13 @@ class ProfiledSRAM(FaultModel):
 
     @property
     def bit_error_rate(self) -> float:
-        """Fraction of the chip's cells that fail at this voltage."""
+        """The chip's bit error rate at this voltage (half its failing cells)."""
         return self.chip.bit_error_rate(self.voltage)
+
+    @property
+    def failing_cells(self) -> float:
+        """Fraction of the chip's cells that fail at this voltage."""
+        return float(self.chip.failing_cells(self.voltage))
 
     def placement_for(self, qmodel: QuantizedModel, seed: int) -> Placement:
         """The placement of ``qmodel``'s words on the chip for ``seed``."""
@@ -466,7 +481,8 @@ class ProfiledSRAM(FaultModel):
             seed, self.chip.geometry, bits, permute=self.placement == "random"
         )
 
-    def sample(self, qmodel: QuantizedModel, seed: int) -> FaultPattern:
+    def sample(self, target: QuantizedModel | FaultTarget, seed: int) -> FaultPattern:
+        qmodel = as_target(target).qmodel
         placement = self.placement_for(qmodel, seed)
         bits = qmodel.scheme.bits
         fail_voltage = self.chip.fail_voltage.reshape(-1)

@@ -1,24 +1,28 @@
 """Approximate and faulty accelerators: product-table multipliers, emulated integer layers,
 PE arrays and permanent datapath faults.
 
-    from bitrobust.hw import PEFaults, SystolicArray, load_multiplier, to_accelerator
+    from bitrobust.evaluate import run_trial
+    from bitrobust.faults import RandomBitErrors
+    from bitrobust.hw import PEFaults, SystolicArray, deploy
 
-    mul = load_multiplier("mul8u_L40")              # EvoApprox table (or exact8u, a .npy/.bin/.c)
-    array = SystolicArray(16)                       # TPU-like 16×16 weight-stationary array
-    faults = PEFaults(rate=0.3, bit=14, stuck_at=1).sample(array, seed=0)
-    ax_model = to_accelerator(model, mul, array, faults, calibration=train_images[:1000])
+    deployment = deploy(model, "mul8u_L40", SystolicArray(16), calibration=train_images[:1000])
+    faults = PEFaults(rate=0.3, bit=14, stuck_at=1) + RandomBitErrors(0.001)  # one trial, both
+    result = run_trial(deployment, faults, seed=0, data=(images, labels))
+    faulty = deployment.faulty_module(faults.sample(deployment.target, seed=0))  # an nn.Module
 
 Modules: :mod:`~bitrobust.hw.multiplier` (tables, built-in families, loaders, metrics,
 catalogues), :mod:`~bitrobust.hw.ccompile` (C models → tables), :mod:`~bitrobust.hw.emulate`
 (integer GEMM through a table, faults), :mod:`~bitrobust.hw.layers` (emulated Linear/Conv2d),
-:mod:`~bitrobust.hw.accelerator` (PE mappings, fault maps), :mod:`~bitrobust.hw.convert`
-(model conversion), :mod:`~bitrobust.hw.evaluate` (accuracy under fault maps),
+:mod:`~bitrobust.hw.accelerator` (PE mappings, PE faults), :mod:`~bitrobust.hw.convert`
+(model conversion), :mod:`~bitrobust.hw.deploy` (a converted model as the target of memory
+and datapath faults), :mod:`~bitrobust.hw.evaluate` (accuracy under fault patterns),
 :mod:`~bitrobust.hw.mitigation` (FaL-reTune, fault-aware pruning and FAP + retraining,
 reconstructed).
 """
 
 from bitrobust.hw.accelerator import (
     Accelerator,
+    AcceleratorLayout,
     FaultMap,
     GPUArray,
     PEFaults,
@@ -26,7 +30,8 @@ from bitrobust.hw.accelerator import (
     faulty_pes,
     make_accelerator,
 )
-from bitrobust.hw.convert import calibrate, emulated_layers, set_faults, to_accelerator
+from bitrobust.hw.convert import calibrate, emulated_layers, to_accelerator
+from bitrobust.hw.deploy import AcceleratorDeployment, deploy
 from bitrobust.hw.emulate import (
     LayerFault,
     force_bit,
@@ -35,8 +40,8 @@ from bitrobust.hw.emulate import (
     lut_products,
 )
 from bitrobust.hw.evaluate import accuracy, evaluate_accelerator
-from bitrobust.hw.layers import EmulatedConv2d, EmulatedLayer, EmulatedLinear
-from bitrobust.hw.mitigation import MitigationConfig, fault_aware_pruning, mitigate
+from bitrobust.hw.layers import EmulatedConv2d, EmulatedLayer, EmulatedLinear, datapath_faults
+from bitrobust.hw.mitigation import Mitigated, MitigationConfig, fault_aware_pruning, mitigate
 from bitrobust.hw.multiplier import (
     CatalogueEntry,
     Multiplier,
@@ -54,6 +59,8 @@ from bitrobust.hw.multiplier import (
 
 __all__ = [
     "Accelerator",
+    "AcceleratorDeployment",
+    "AcceleratorLayout",
     "CatalogueEntry",
     "EmulatedConv2d",
     "EmulatedLayer",
@@ -61,6 +68,7 @@ __all__ = [
     "FaultMap",
     "GPUArray",
     "LayerFault",
+    "Mitigated",
     "MitigationConfig",
     "Multiplier",
     "PEFaults",
@@ -68,6 +76,8 @@ __all__ = [
     "accuracy",
     "broken_array",
     "calibrate",
+    "datapath_faults",
+    "deploy",
     "emulated_layers",
     "evaluate_accelerator",
     "evoapprox_catalogue",
@@ -85,7 +95,6 @@ __all__ = [
     "make_accelerator",
     "mitigate",
     "mitchell",
-    "set_faults",
     "to_accelerator",
     "truncated",
     "user_catalogue",

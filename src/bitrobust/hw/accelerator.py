@@ -11,24 +11,30 @@ processing element that computes every product with that weight, for every input
   major, go to the units in turn: MAC (k, m) → unit ``(m·K + k) mod U``, the same for every
   input row (the schedule repeats for each row). A thread's partial sum runs over all K.
 
-:class:`PEFaults` is the fault model (a small pure object with a ``name``): a seeded random
-fraction of PEs gets bit b of its product (or of its partial-sum output) stuck at 0 or 1.
-Its :meth:`~PEFaults.sample` gives a :class:`FaultMap`; the faulty PEs for a seed are the first
-⌊rate·PEs⌉ of one seeded permutation, so a lower rate's PEs are a subset of a higher rate's and
-every bit position and stuck-at value sees the same PEs.
+:class:`PEFaults` is a :class:`~bitrobust.faults.FaultModel` like every other fault source: a
+seeded random fraction of PEs gets bit b of its product (or of its partial-sum output) stuck at
+0 or 1. It samples from a model deployed on an accelerator (its
+:class:`~bitrobust.faults.FaultTarget` carries an :class:`AcceleratorLayout`), and its pattern
+holds one :class:`~bitrobust.hw.emulate.LayerFault` per affected layer; so it composes with
+memory faults: ``RandomBitErrors(p) + PEFaults(...)``. The faulty PEs for a seed are the first
+⌊rate·PEs⌉ of one seeded permutation (:class:`FaultMap`), so a lower rate's PEs are a subset of
+a higher rate's and every bit position and stuck-at value sees the same PEs.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from bitrobust.bits import stable_seed
 from bitrobust.errors import BitrobustError, check_rate
+from bitrobust.faults import FaultModel, FaultPattern, FaultTarget, as_target
 from bitrobust.hw.emulate import ACCUMULATOR_BITS, PRODUCT_BITS, SITES, LayerFault, check_bit
+from bitrobust.quant import QuantizedModel
 
 ARRAYS = ("tpu", "gpu")
 
@@ -169,8 +175,17 @@ class FaultMap:
         )
 
 
-@dataclass(frozen=True)
-class PEFaults:
+@dataclass(frozen=True, eq=False)
+class AcceleratorLayout:
+    """Where a deployed model's GEMMs run: the PE array and each emulated layer's K×M shape
+    (module name → (K, M)), in forward order. What PE faults need to be sampled."""
+
+    accelerator: Accelerator
+    layers: Mapping[str, tuple[int, int]]
+
+
+@dataclass(frozen=True, eq=False)
+class PEFaults(FaultModel):
     """Fault model: bit ``bit`` stuck at ``stuck_at`` in a fraction ``rate`` of the PEs.
 
     ``site`` is ``"product"`` (bit 0..15 of the 16-bit product) or ``"accumulator"`` (bit 0..31
@@ -195,11 +210,32 @@ class PEFaults:
     @property
     def name(self) -> str:
         """All parameters, e.g. ``pe-sa1-b14-product-r0.3`` (+ ``-layer<name>``)."""
-        name = f"pe-sa{self.stuck_at}-b{self.bit}-{self.site}-r{self.rate:g}"
+        name = f"pe-sa{self.stuck_at}-b{self.bit}-{self.site}-r{self.rate!r}"
         return name if self.layer is None else f"{name}-layer{self.layer}"
 
-    def sample(self, accelerator: Accelerator, seed: int) -> FaultMap:
-        """The fault map for ``seed``: the first ⌊rate·PEs⌉ PEs of a seeded permutation."""
+    def sample(self, target: QuantizedModel | FaultTarget, seed: int) -> FaultPattern:
+        """The datapath faults of a deployed model for ``seed``: each layer's MACs on the
+        faulty PEs of :meth:`fault_map`."""
+        layout = as_target(target).datapath
+        if not isinstance(layout, AcceleratorLayout):
+            raise BitrobustError(
+                f"{self.name} needs a model deployed on an emulated accelerator "
+                "(bitrobust.hw.deploy.deploy), not a model layout without a PE array"
+            )
+        if self.layer is not None and self.layer not in layout.layers:
+            raise BitrobustError(
+                f"no emulated layer named {self.layer!r}; layers: {', '.join(layout.layers)}"
+            )
+        fault_map = self.fault_map(layout.accelerator, seed)
+        datapath = {}
+        for name, (K, M) in layout.layers.items():
+            fault = fault_map.layer_fault(name, K, M)
+            if fault is not None:
+                datapath[name] = fault
+        return FaultPattern(datapath=datapath)
+
+    def fault_map(self, accelerator: Accelerator, seed: int) -> FaultMap:
+        """The faulty PEs for ``seed``: the first ⌊rate·PEs⌉ PEs of a seeded permutation."""
         return FaultMap(
             accelerator=accelerator,
             faulty=faulty_pes(accelerator.num_pes, self.rate, seed),

@@ -4,8 +4,9 @@
 emulated counterpart; everything else (normalization, activations, pooling, the input
 ``Normalize``) runs in float, as on the host. Layers with weights that the emulator cannot run
 (other layer types, subclasses such as binarized layers, grouped convolutions) are refused
-with a :class:`~bitrobust.errors.BitrobustError`. The result is an ordinary ``nn.Module``;
-:func:`set_faults` swaps fault maps in place, so many patterns cost one conversion.
+with a :class:`~bitrobust.errors.BitrobustError`. The result is an ordinary ``nn.Module`` that
+holds no faults: a trial passes them to its forward passes (see :mod:`bitrobust.hw.deploy`), so
+many patterns cost one conversion.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from bitrobust.errors import BitrobustError
-from bitrobust.hw.accelerator import Accelerator, FaultMap, PEFaults
+from bitrobust.hw.accelerator import Accelerator
 from bitrobust.hw.layers import EmulatedConv2d, EmulatedLayer, EmulatedLinear
 from bitrobust.hw.multiplier import Multiplier, load_multiplier
 from bitrobust.models.layers import Normalize, ReparameterizedGroupNorm
@@ -37,16 +38,13 @@ def to_accelerator(
     model: nn.Module,
     multiplier: Multiplier | str,
     accelerator: Accelerator | None = None,
-    faults: FaultMap | PEFaults | None = None,
-    seed: int = 0,
     calibration: torch.Tensor | None = None,
     batch_size: int = 1000,
 ) -> nn.Module:
-    """A copy of ``model`` whose Linear/Conv2d layers use ``multiplier`` (name or object).
+    """A copy of ``model`` whose Linear/Conv2d layers use ``multiplier`` (name or object),
+    mapped onto ``accelerator`` (the PE array; None when no PE faults are studied).
 
     ``calibration`` images fix each layer's activation range (recommended; else per batch).
-    ``faults`` is a :class:`FaultMap`, or a :class:`PEFaults` model sampled on ``accelerator``
-    with ``seed``.
     """
     multiplier = load_multiplier(multiplier)
     converted = copy.deepcopy(model).eval()
@@ -65,12 +63,6 @@ def to_accelerator(
         layer.accelerator = accelerator
     if calibration is not None:
         calibrate(converted, calibration, batch_size)
-    if isinstance(faults, PEFaults):
-        if accelerator is None:
-            raise BitrobustError("sampling PE faults needs an accelerator (tpu or gpu array)")
-        faults = faults.sample(accelerator, seed)
-    if faults is not None:
-        set_faults(converted, faults)
     return converted
 
 
@@ -93,25 +85,6 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 def emulated_layers(model: nn.Module) -> dict[str, EmulatedLayer]:
     """Module name → emulated layer, in forward-definition order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, EmulatedLayer)}
-
-
-def set_faults(model: nn.Module, faults: FaultMap | None) -> int:
-    """Give every emulated layer its share of ``faults`` (None clears them).
-
-    Returns how many layers have faulty MACs. A fault map restricted to a layer that the model
-    does not have is an error listing the layer names.
-    """
-    layers = emulated_layers(model)
-    if faults is not None and faults.layer is not None and faults.layer not in layers:
-        raise BitrobustError(
-            f"no emulated layer named {faults.layer!r}; layers: {', '.join(layers)}"
-        )
-    affected = 0
-    for name, layer in layers.items():
-        fault = None if faults is None else faults.layer_fault(name, *layer.gemm_shape)
-        layer.set_fault(fault)
-        affected += fault is not None
-    return affected
 
 
 @torch.no_grad()

@@ -16,6 +16,11 @@ product (every product those PEs compute, for every input), or of the 32-bit par
 passes on. Product faults cost nothing extra: the gather reads from a second, pre-forced copy of
 the table for faulty MACs.
 
+On the CPU :func:`lut_matmul` runs the compiled kernel of :mod:`bitrobust.hw.kernel` when it is
+available (else a chunked torch gather, the same results): it skips the activations equal to
+the most frequent pattern, whose products enter as one per-column constant (the table is shifted
+by that pattern's row), so its cost is proportional to the MACs of the other activations.
+
 A fault with ``bypass=True`` is one a mitigation has routed around (fault-aware pruning in the
 hardware sense of Zhang et al., VTS'18): the MACs of its faulty PEs are skipped, so they add
 nothing to the sum, whatever their weight, and the stuck bit never shows. In
@@ -32,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from bitrobust.errors import BitrobustError
+from bitrobust.hw import kernel
 from bitrobust.hw.multiplier import SIZE, Multiplier
 
 PRODUCT_BITS = 16
@@ -43,6 +49,13 @@ CHUNK_ELEMENTS = 1 << 19
 
 #: From this many rows on, per-weight table columns are built first (see :func:`_gatherer`).
 COLUMN_TABLE_MIN_ROWS = 2048
+
+#: Kernel: per-weight columns (K·256·M int32) from this many rows on, up to this many entries.
+KERNEL_COLUMN_MIN_ROWS = 4096
+KERNEL_COLUMN_MAX_ELEMENTS = 1 << 20
+
+#: Activations sampled to find the most frequent pattern (the one the kernel skips).
+SKIP_SAMPLE = 1 << 14
 
 
 def decode(codes: torch.Tensor, signed: bool) -> torch.Tensor:
@@ -210,6 +223,8 @@ def lut_matmul(
     _check_operands(act, weight, fault)
     R, K = act.shape
     M = weight.shape[1]
+    if act.device.type == "cpu" and R > 0 and kernel.library() is not None:
+        return _kernel_matmul(act, weight, multiplier, fault)
     gather = _gatherer(act, weight, multiplier, fault)
     accumulate_faults = fault is not None and fault.site == "accumulator" and not fault.bypass
     out = torch.empty((R, M), dtype=torch.int32, device=act.device)
@@ -221,6 +236,58 @@ def lut_matmul(
         else:
             out[start : start + step] = products.sum(dim=1, dtype=torch.int32)
     return out
+
+
+def most_frequent_pattern(act: torch.Tensor) -> int:
+    """The most frequent activation pattern, from an evenly spaced sample (any answer is exact:
+    it only decides which activations the kernel skips)."""
+    flat = act.reshape(-1)
+    step = max(1, flat.numel() // SKIP_SAMPLE)
+    return int(torch.bincount(flat[::step], minlength=SIZE).argmax())
+
+
+def _kernel_matmul(
+    act: torch.Tensor, weight: torch.Tensor, multiplier: Multiplier, fault: LayerFault | None
+) -> torch.Tensor:
+    """:func:`lut_matmul` by the compiled kernel (CPU tensors).
+
+    With per-weight columns (many rows, few outputs) every MAC is visited, M padded to a
+    multiple of 8: contiguous vector adds beat unpredictable skips there.
+    """
+    act = act.contiguous()
+    (R, K), M = act.shape, weight.shape[1]
+    table = product_table(multiplier, fault, "cpu")
+    widx = _weight_index(weight, fault).to(torch.int32)
+    use_columns = R >= KERNEL_COLUMN_MIN_ROWS and K * SIZE * M <= KERNEL_COLUMN_MAX_ELEMENTS
+    padded = -(-M // 8) * 8 if use_columns else M
+    widx = F.pad(widx, (0, padded - M)).contiguous()
+    skip = most_frequent_pattern(act)
+    skipped = table[skip * SIZE + widx]  # (K, M): the products of the skipped pattern
+    if fault is not None and fault.site == "accumulator" and not fault.bypass:
+        # chains: no shift; skipping needs the skipped MACs to add exactly 0
+        constant = force_constant(fault.bit, fault.stuck_at, ACCUMULATOR_BITS, signed=True)
+        or_mask, and_mask = (constant, -1) if fault.stuck_at else (0, constant)
+        counts = fault.mask.to(torch.int32).cumsum(0, dtype=torch.int32)
+        counts = F.pad(counts, (0, padded - M, 1, 0)).contiguous()
+        zero_skip = not bool(skipped.any()) and not use_columns
+        out = kernel.lut_gemm_accumulator(
+            act, table, widx, skip, zero_skip, counts, fault.segment or K, or_mask, and_mask,
+            _columns(table, widx) if use_columns else None,
+        )  # fmt: skip
+    else:
+        base = skipped.sum(dim=0, dtype=torch.int32)
+        if bool(skipped.any()):  # shift each table column by its skipped row: skipped MACs add 0
+            copies = table.view(-1, SIZE, SIZE)
+            table = (copies - copies[:, skip : skip + 1, :]).reshape(-1)
+        columns = _columns(table, widx) if use_columns else None
+        out = kernel.lut_gemm(act, table, widx, base, -1 if use_columns else skip, columns)
+    return out[:, :M].contiguous() if padded != M else out
+
+
+def _columns(table: torch.Tensor, widx: torch.Tensor) -> torch.Tensor:
+    """Each weight's table column, ``C[k, a, m] = table[a·256 + widx[k, m]]`` (K×256×M)."""
+    patterns = torch.arange(SIZE, dtype=torch.int32) * SIZE
+    return table[patterns[None, :, None] + widx[:, None, :]].contiguous()
 
 
 def _faulty_accumulate(products: torch.Tensor, fault: LayerFault) -> torch.Tensor:
@@ -265,7 +332,8 @@ def integer_gemm(
         return raw
     signed = multiplier.signed
     K = act.shape[1]
-    act_sum = decode(act, signed).sum(dim=1, dtype=torch.int32).unsqueeze(1)  # (R, 1)
+    # summed straight from the bytes (int8 view when signed): no R×K int32 copy
+    act_sum = (act.view(torch.int8) if signed else act).sum(dim=1, dtype=torch.int32)[:, None]
     weight_sum = decode(weight, signed).sum(dim=0, dtype=torch.int32).unsqueeze(0)  # (1, M)
     correction = K * act_zero * weight_zero
     return raw - weight_zero * act_sum - act_zero * weight_sum + correction

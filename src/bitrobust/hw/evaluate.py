@@ -1,26 +1,31 @@
-"""Accuracy of a model on an emulated accelerator, fault free and over sampled fault maps.
+"""Accuracy of a model on an emulated accelerator, fault free and over sampled fault patterns.
 
-Accuracy loss is measured against the same accelerator without faults (the AxDNN against its
-fault-free self, as in Siddique & Hoque), one fault map per seed ``seed … seed + patterns − 1``.
-With a :class:`~bitrobust.hw.mitigation.MitigationConfig` every faulty pattern is also mitigated
-(on a snapshot that is restored afterwards) and evaluated again.
+Built on the one trial of :mod:`bitrobust.evaluate`: the model is deployed
+(:func:`~bitrobust.hw.deploy.deploy`), every fault model (PE faults, memory faults in the
+accelerator's weight memory, or both composed) is sampled with seeds ``seed … seed + patterns
+− 1``, and the accuracy loss is measured against the same accelerator without faults (the AxDNN
+against its fault-free self, as in Siddique & Hoque). With a
+:class:`~bitrobust.hw.mitigation.MitigationConfig` every faulty pattern is also mitigated, on a
+copy (:func:`~bitrobust.hw.mitigation.mitigate`), and evaluated again.
 """
 
 from __future__ import annotations
 
-import statistics
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
+from bitrobust import stats
 from bitrobust.errors import BitrobustError
-from bitrobust.hw.accelerator import Accelerator, PEFaults
-from bitrobust.hw.convert import emulated_layers, set_faults, to_accelerator
-from bitrobust.hw.mitigation import MitigationConfig, mitigate, restore, snapshot
+from bitrobust.evaluate import CleanRun, Progress, clean_run, run_trial
+from bitrobust.faults import FaultModel
+from bitrobust.hw.accelerator import Accelerator
+from bitrobust.hw.deploy import AcceleratorDeployment, deploy
+from bitrobust.hw.mitigation import MitigationConfig, mitigate
 from bitrobust.hw.multiplier import Multiplier, load_multiplier
 
 
@@ -28,13 +33,17 @@ from bitrobust.hw.multiplier import Multiplier, load_multiplier
 def accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> float:
-    """Fraction of ``images`` classified as ``labels`` (eval mode)."""
+    """Fraction of ``images`` classified as ``labels`` (eval mode; the mode is restored)."""
+    was_training = model.training
     model.eval()
     device = next(iter(model.parameters())).device
     correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size].to(device))
-        correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
+    try:
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device))
+            correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
+    finally:
+        model.train(was_training)
     return correct / max(1, len(images))
 
 
@@ -45,21 +54,22 @@ def evaluate_accelerator(
     labels: torch.Tensor,
     *,
     accelerator: Accelerator | None = None,
-    fault_model: PEFaults | None = None,
+    fault_model: FaultModel | Sequence[FaultModel] | None = None,
     patterns: int = 10,
     seed: int = 0,
     calibration: torch.Tensor | None = None,
     batch_size: int = 1000,
-    progress: bool = False,
+    progress: Progress | None = None,
     mitigation: MitigationConfig | None = None,
     train_images: torch.Tensor | None = None,
     train_labels: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Float, fault-free and faulty accuracy of ``model`` on the emulated accelerator.
 
-    Returns a JSON-ready dict: ``accuracy_float``, ``accuracy_fault_free``, ``accuracy_mean``,
-    ``accuracy_std`` (sample std over patterns), ``accuracy_min``/``max``,
-    ``accuracy_loss_mean`` (fault free − faulty mean) and one row per pattern.
+    Returns a JSON-ready dict: ``accuracy_float``, ``accuracy_fault_free`` and, for one fault
+    model, ``accuracy_mean``, ``accuracy_std`` (sample std over patterns), ``accuracy_min``/
+    ``max``, ``accuracy_loss_mean`` (fault free − faulty mean), ``flips_mean`` (memory bits)
+    and one row per pattern; for a sequence of fault models, those per model under ``sweep``.
 
     ``mitigation`` (with ``train_images``/``train_labels`` for the methods that need them) adds
     ``accuracy_mitigated_mean``/``std``, ``accuracy_mitigated_loss_mean`` and ``recovery``: the
@@ -67,83 +77,133 @@ def evaluate_accelerator(
     (fault free − faulty), None when nothing was lost.
     """
     multiplier = load_multiplier(multiplier)
-    if fault_model is not None:
-        if accelerator is None:
-            raise BitrobustError("evaluating PE faults needs an accelerator (tpu or gpu array)")
-        if isinstance(patterns, bool) or not isinstance(patterns, int) or patterns < 1:
-            raise BitrobustError(f"patterns must be a positive integer, got {patterns!r}")
+    many = isinstance(fault_model, Sequence)
+    models: list[FaultModel] = (
+        [] if fault_model is None else list(fault_model) if many else [fault_model]  # type: ignore[list-item]
+    )
+    if models and (isinstance(patterns, bool) or not isinstance(patterns, int) or patterns < 1):
+        raise BitrobustError(f"patterns must be a positive integer, got {patterns!r}")
     started = time.perf_counter()
     accuracy_float = accuracy(model, images, labels, batch_size)
-    emulated = to_accelerator(
-        model, multiplier, accelerator, calibration=calibration, batch_size=batch_size
-    )
-    layer = None if fault_model is None else fault_model.layer
-    if layer is not None and layer not in emulated_layers(emulated):
-        names = ", ".join(emulated_layers(emulated))
-        raise BitrobustError(f"no emulated layer named {layer!r}; layers: {names}")
-    fault_free = accuracy(emulated, images, labels, batch_size)
-    _say(progress, f"fault free on {multiplier.name}: {100 * fault_free:.2f} %")
-    rows = []
-    if fault_model is not None:
-        assert accelerator is not None
-        for index in range(patterns):
-            fault_map = fault_model.sample(accelerator, seed + index)
-            layers = set_faults(emulated, fault_map)
-            value = accuracy(emulated, images, labels, batch_size)
-            row = {
-                "seed": seed + index,
-                "accuracy": value,
-                "faulty_pes": fault_map.num_faulty,
-                "faulty_layers": layers,
-            }
-            message = f"pattern {index + 1}/{patterns} (seed {seed + index}): {100 * value:.2f} %"
-            if mitigation is not None and mitigation.method != "none":
-                saved = snapshot(emulated)
-                info = mitigate(emulated, mitigation, train_images, train_labels)
-                row["accuracy_mitigated"] = accuracy(emulated, images, labels, batch_size)
-                row["mitigation"] = info
-                restore(emulated, saved)
-                message += f", {mitigation.method} {100 * row['accuracy_mitigated']:.2f} %"
-            rows.append(row)
-            _say(progress, message)
-        set_faults(emulated, None)
-    values = [row["accuracy"] for row in rows] or [fault_free]
-    mean = statistics.fmean(values)
-    extra: dict[str, Any] = {}
-    if mitigation is not None and mitigation.method != "none" and rows:
-        mitigated = [row["accuracy_mitigated"] for row in rows]
-        mitigated_mean = statistics.fmean(mitigated)
-        lost = fault_free - mean
-        extra = {
-            "mitigation": asdict(mitigation),
-            "accuracy_mitigated_mean": mitigated_mean,
-            "accuracy_mitigated_std": statistics.stdev(mitigated) if len(mitigated) > 1 else 0.0,
-            "accuracy_mitigated_loss_mean": fault_free - mitigated_mean,
-            "recovery": (mitigated_mean - mean) / lost if lost > 0 else None,
-        }
-    return {
+    deployment = deploy(model, multiplier, accelerator, calibration, batch_size)
+    data = (images, labels)
+    clean = clean_run(deployment, data, batch_size)
+    for faults in models:  # sample once up front: bad layers or a missing array fail early
+        faults.sample(deployment.target, seed)
+    reports = [
+        _fault_model_report(
+            deployment,
+            faults,
+            data,
+            clean,
+            patterns,
+            seed,
+            batch_size,
+            progress,
+            mitigation,
+            train_images,
+            train_labels,
+        )  # fmt: skip
+        for faults in models
+    ]
+    base = {
         "multiplier": multiplier.name,
         "multiplier_signed": multiplier.signed,
         "accelerator": None if accelerator is None else accelerator.name,
         "pes": None if accelerator is None else accelerator.num_pes,
-        "fault_model": None if fault_model is None else fault_model.name,
-        "layers": list(emulated_layers(emulated)),
-        "examples": len(images),
+        "layers": list(deployment.layers),
+        "examples": len(clean.labels),
         "accuracy_float": accuracy_float,
-        "accuracy_fault_free": fault_free,
-        "accuracy_mean": mean,
-        "accuracy_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "accuracy_min": min(values),
-        "accuracy_max": max(values),
-        "accuracy_loss_mean": fault_free - mean,
-        "patterns": len(rows),
+        "accuracy_fault_free": 1 - clean.err,
         "seed": seed,
-        "seconds": time.perf_counter() - started,
-        **extra,
-        "results": rows,
     }
+    if many:
+        result = {**base, "sweep": reports}
+    elif reports:
+        result = {**base, **reports[0]}
+    else:
+        fault_free = 1 - clean.err
+        result = {
+            **base,
+            "fault_model": None,
+            "accuracy_mean": fault_free,
+            "accuracy_std": 0.0,
+            "accuracy_min": fault_free,
+            "accuracy_max": fault_free,
+            "accuracy_loss_mean": 0.0,
+            "patterns": 0,
+            "results": [],
+        }
+    result["seconds"] = time.perf_counter() - started
+    return result
 
 
-def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)
+def _fault_model_report(
+    deployment: AcceleratorDeployment,
+    faults: FaultModel,
+    data: tuple[torch.Tensor, torch.Tensor],
+    clean: CleanRun,
+    patterns: int,
+    seed: int,
+    batch_size: int,
+    progress: Progress | None,
+    mitigation: MitigationConfig | None,
+    train_images: torch.Tensor | None,
+    train_labels: torch.Tensor | None,
+) -> dict[str, Any]:
+    """The trials of one fault model (and, with ``mitigation``, of each mitigated pattern)."""
+    mitigates = mitigation is not None and mitigation.method != "none"
+    rows = []
+    for index in range(patterns):
+        pattern = faults.sample(deployment.target, seed + index)
+        trial = run_trial(deployment, faults, seed + index, data, clean, batch_size, pattern)
+        row: dict[str, Any] = {
+            "seed": seed + index,
+            "accuracy": 1 - trial.err_faulty,
+            "flips": trial.flips,
+            "faulty_macs": trial.faulty_macs,
+            "faulty_layers": len(pattern.datapath),
+        }
+        message = f"{faults.name} seed {seed + index}: {100 * row['accuracy']:.2f} %"
+        if mitigates:
+            assert mitigation is not None
+            result = mitigate(deployment, pattern, mitigation, train_images, train_labels)
+            mitigated = run_trial(
+                result.deployment, faults, seed + index, data, clean, batch_size, result.pattern
+            )
+            row["accuracy_mitigated"] = 1 - mitigated.err_faulty
+            row["recovery"] = trial.recovery(mitigated)
+            row["mitigation"] = result.summary
+            message += f", {mitigation.method} {100 * row['accuracy_mitigated']:.2f} %"
+        rows.append(row)
+        if progress is not None:
+            progress(index + 1, patterns, message)
+    fault_free = 1 - clean.err
+    accuracies = stats.summarize([row["accuracy"] for row in rows])
+    report: dict[str, Any] = {
+        "fault_model": faults.name,
+        "accuracy_mean": accuracies.mean,
+        "accuracy_std": accuracies.std,
+        "accuracy_min": accuracies.min,
+        "accuracy_max": accuracies.max,
+        "accuracy_ci_low": accuracies.ci_low,
+        "accuracy_ci_high": accuracies.ci_high,
+        "accuracy_loss_mean": fault_free - accuracies.mean,
+        "flips_mean": stats.summarize([float(row["flips"]) for row in rows]).mean,
+        "patterns": len(rows),
+    }
+    if mitigates:
+        assert mitigation is not None
+        mitigated = stats.summarize([row["accuracy_mitigated"] for row in rows])
+        lost = fault_free - accuracies.mean
+        report.update(
+            {
+                "mitigation": asdict(mitigation),
+                "accuracy_mitigated_mean": mitigated.mean,
+                "accuracy_mitigated_std": mitigated.std,
+                "accuracy_mitigated_loss_mean": fault_free - mitigated.mean,
+                "recovery": (mitigated.mean - accuracies.mean) / lost if lost > 0 else None,
+            }
+        )
+    report["results"] = rows
+    return report

@@ -7,13 +7,18 @@ layouts of :mod:`bitrobust.quant`, because here the raw code is the multiplier's
   0 so that 0 is exact (ReLU outputs then have zero point 0);
 - signed multiplier: symmetric int8, x ≈ scale·code, codes −127..127 (zero point 0).
 
-Weights are quantized once (:meth:`EmulatedLayer.requantize`) and kept in GEMM layout
-``weight_codes`` (K×M, uint8 patterns), where the PE mapping of
-:mod:`bitrobust.hw.accelerator` is defined; a mitigation may overwrite them with
-:meth:`EmulatedLayer.set_weight_codes`. Activations are quantized on every call with the
-layer's input range: the calibrated ``act_range`` (see :func:`bitrobust.hw.convert.calibrate`,
-the float model's min/max over calibration data), or, before calibration, the current batch's
-min/max (then one example's result depends on its batch). The int32 accumulation is
+Weights are quantized once (:meth:`EmulatedLayer.requantize`) with the affine schemes of
+:mod:`bitrobust.quant` (``uint8-affine`` or ``int8-symmetric``, by the multiplier's signedness)
+and kept in GEMM layout as the buffer ``weight_codes`` (K×M, uint8 patterns), where the PE
+mapping of :mod:`bitrobust.hw.accelerator` is defined. A trial substitutes faulty codes for
+that buffer (``functional_call``), and a layer's datapath fault is an argument of the forward
+pass: :func:`datapath_faults` makes a {layer name: LayerFault} mapping active for the calls in
+its ``with`` block; no fault is stored on the module.
+
+Activations are quantized on every call with the layer's input range: the calibrated
+``act_range`` (see :func:`bitrobust.hw.convert.calibrate`, the float model's min/max over
+calibration data), or, before calibration, the current batch's min/max (then one example's
+result depends on its batch). The int32 accumulation is
 ``Σ (a − z_a)(w − z_w)`` from :func:`~bitrobust.hw.emulate.integer_gemm`; the output is
 ``scale_a·scale_w·acc + bias`` with the bias added in float.
 
@@ -25,6 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -33,29 +41,34 @@ from torch import nn
 from bitrobust.errors import BitrobustError
 from bitrobust.hw.emulate import LayerFault, integer_gemm
 from bitrobust.hw.multiplier import Multiplier
+from bitrobust.quant import (
+    QuantizedTensor,
+    QuantScheme,
+    affine_qparams,
+    operand_values,
+    quantize,
+    quantize_codes,
+)
+
+_ACTIVE_FAULTS: ContextVar[Mapping[str, LayerFault] | None] = ContextVar(
+    "datapath_faults", default=None
+)
 
 
-def affine_qparams(low: float, high: float, signed: bool) -> tuple[float, int]:
-    """(scale, zero point) for values in [low, high]: symmetric int8 or asymmetric uint8."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise BitrobustError(f"cannot quantize a tensor with range [{low}, {high}]")
-    if signed:
-        magnitude = max(abs(low), abs(high))
-        return (magnitude / 127 if magnitude > 0 else 1.0), 0
-    low, high = min(low, 0.0), max(high, 0.0)
-    span = high - low
-    if span <= 0:
-        return 1.0, 0
-    scale = span / 255
-    return scale, int(min(255, max(0, round(-low / scale))))
+@contextmanager
+def datapath_faults(faults: Mapping[str, LayerFault]) -> Iterator[None]:
+    """Make ``faults`` (emulated layer name → its fault) act on the forward passes run inside
+    the ``with`` block, in this thread or task only."""
+    token = _ACTIVE_FAULTS.set(dict(faults))
+    try:
+        yield
+    finally:
+        _ACTIVE_FAULTS.reset(token)
 
 
-def quantize_codes(x: torch.Tensor, scale: float, zero: int, signed: bool) -> torch.Tensor:
-    """Affine codes of ``x`` as uint8 operand patterns (two's complement when ``signed``)."""
-    q = torch.round(x / scale) + zero
-    if signed:
-        return (torch.clamp(q, -127, 127).to(torch.int16) & 0xFF).to(torch.uint8)
-    return torch.clamp(q, 0, 255).to(torch.uint8)
+def weight_scheme(multiplier: Multiplier) -> QuantScheme:
+    """The operand format of the multiplier's weights: int8 symmetric or uint8 affine."""
+    return QuantScheme.preset("int8-symmetric" if multiplier.signed else "uint8-affine")
 
 
 class EmulatedLayer(nn.Module):
@@ -75,7 +88,6 @@ class EmulatedLayer(nn.Module):
         self.weight_zero = 0
         self.layer_name = ""
         self.accelerator: object | None = None  # set by to_accelerator (PE mapping)
-        self.fault: LayerFault | None = None
         self.calibrating = False
         self.requantize()
 
@@ -91,11 +103,27 @@ class EmulatedLayer(nn.Module):
 
     def requantize(self) -> None:
         """Quantize the float weight to ``weight_codes`` (K×M) with a per-tensor range."""
-        weight = self.gemm_weight()
-        signed = self.multiplier.signed
-        scale, zero = affine_qparams(float(weight.min()), float(weight.max()), signed)
-        self.weight_scale, self.weight_zero = scale, zero
-        self.weight_codes = quantize_codes(weight, scale, zero, signed).contiguous()
+        stored = quantize(self.weight, weight_scheme(self.multiplier))
+        self.weight_scale, self.weight_zero = float(stored.scale), stored.zero_point
+        self.weight_codes = self.gemm_codes(stored.codes)
+
+    def stored_weight(self) -> QuantizedTensor:
+        """The weight as stored in the accelerator's memory, the current ``weight_codes`` in
+        the parameter's layout (M × ...), with :func:`weight_scheme`: what memory faults hit."""
+        codes = self.weight_codes.t().reshape(self.weight.shape)
+        weight = self.weight.detach()
+        return QuantizedTensor(
+            codes=codes,
+            scheme=weight_scheme(self.multiplier),
+            scale=torch.tensor(self.weight_scale, dtype=torch.float64, device=codes.device),
+            low=weight.min().reshape(()) if weight.numel() else weight.new_zeros(()),
+            high=weight.max().reshape(()) if weight.numel() else weight.new_zeros(()),
+            zero_point=self.weight_zero,
+        )
+
+    def gemm_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Stored codes (the parameter's layout) → the K×M GEMM layout of ``weight_codes``."""
+        return codes.reshape(codes.shape[0], -1).t().contiguous()
 
     def set_weight_codes(self, codes: torch.Tensor) -> None:
         """Replace the stored weight patterns (K×M uint8), e.g. after a fault-aware remapping."""
@@ -105,16 +133,9 @@ class EmulatedLayer(nn.Module):
 
     def weight_values(self) -> torch.Tensor:
         """Integer weight values minus zero point (int32, K×M): what the codes stand for."""
-        from bitrobust.hw.emulate import decode
+        return operand_values(self.weight_codes, self.multiplier.signed) - self.weight_zero
 
-        return decode(self.weight_codes, self.multiplier.signed) - self.weight_zero
-
-    # -- faults and calibration ------------------------------------------------------------
-    def set_fault(self, fault: LayerFault | None) -> None:
-        if fault is not None and tuple(fault.mask.shape) != self.gemm_shape:
-            raise ValueError(f"fault mask {tuple(fault.mask.shape)} != GEMM {self.gemm_shape}")
-        self.fault = fault
-
+    # -- calibration -----------------------------------------------------------------------
     def reset_range(self) -> None:
         self.act_range = torch.full_like(self.act_range, math.nan)
 
@@ -139,7 +160,9 @@ class EmulatedLayer(nn.Module):
         scale, zero = self.input_qparams(x)
         codes = quantize_codes(x.detach(), scale, zero, self.multiplier.signed)
         rows = self.activation_rows(codes, zero)
-        fault = self.fault
+        fault = (_ACTIVE_FAULTS.get() or {}).get(self.layer_name)
+        if fault is not None and tuple(fault.mask.shape) != self.gemm_shape:
+            raise ValueError(f"fault mask {tuple(fault.mask.shape)} != GEMM {self.gemm_shape}")
         if fault is not None and fault.mask.device != rows.device:
             fault = dataclasses.replace(fault, mask=fault.mask.to(rows.device))
         acc = integer_gemm(rows, self.weight_codes, self.multiplier, zero, self.weight_zero, fault)
@@ -162,8 +185,7 @@ class EmulatedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         K, M = self.gemm_shape
-        fault = "" if self.fault is None else f", faulty MACs={int(self.fault.mask.sum())}"
-        return f"K={K}, M={M}, multiplier={self.multiplier.name}{fault}"
+        return f"K={K}, M={M}, multiplier={self.multiplier.name}"
 
 
 class EmulatedLinear(EmulatedLayer):

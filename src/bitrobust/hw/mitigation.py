@@ -1,10 +1,13 @@
 """Mitigating permanent PE faults: FaL-reTune, fault-aware pruning (FAP) and FAP + retraining.
 
-All three act on a model converted by :func:`~bitrobust.hw.convert.to_accelerator` whose layers
-already carry their faults (:func:`~bitrobust.hw.convert.set_faults`), and modify it in place
-(take a :func:`snapshot` first to undo with :func:`restore`). They are *reconstructions*: the
-FaL-reTune algorithm text (Siddique & Hoque 2023) was not available, see
-``papers.md`` §2.3.
+:func:`mitigate` takes a deployed model (:class:`~bitrobust.hw.deploy.AcceleratorDeployment`)
+and a sampled fault pattern, and returns a *new* deployment and pattern: the deployment's module
+is copied and the copy changed (weight codes, biases), the datapath faults are passed to the
+forward passes that need them and, for bypassing FAP, come back marked ``bypass``. Nothing the
+caller holds is modified. The helpers below (:func:`map_weights`, :func:`prune_faulty`,
+:func:`retune`) work on a layer or module the caller owns, with the faults as an argument. They
+are *reconstructions*: the FaL-reTune algorithm text (Siddique & Hoque 2023) was not available,
+see ``papers.md`` §2.3.
 
 - ``fap`` (Zhang et al., VTS'18): every weight on a faulty PE is pruned. With ``bypass=True``
   (the default, the hardware meaning of pruning) the faulty PEs are bypassed: their MACs add
@@ -54,19 +57,21 @@ The retuning examples are the first ``examples`` of the training images given.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bitrobust.errors import BitrobustError
+from bitrobust.faults import FaultPattern
 from bitrobust.hw.convert import emulated_layers
-from bitrobust.hw.emulate import PRODUCT_BITS, decode, force_bit
-from bitrobust.hw.layers import EmulatedLayer, affine_qparams, quantize_codes
+from bitrobust.hw.emulate import PRODUCT_BITS, LayerFault, decode, force_bit
+from bitrobust.hw.layers import EmulatedLayer, affine_qparams, datapath_faults, quantize_codes
 from bitrobust.hw.multiplier import SIZE
 
 METHODS = ("none", "fap", "fap-t", "falretune")
@@ -116,25 +121,6 @@ class MitigationConfig:
         return self.method in ("fap-t", "falretune") and self.epochs > 0
 
 
-# -- snapshots ------------------------------------------------------------------------------
-def snapshot(model: nn.Module) -> dict[str, Any]:
-    """Everything a mitigation changes: the state dict, each layer's weight grid and fault."""
-    layers = emulated_layers(model)
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "grid": {n: (x.weight_scale, x.weight_zero, x.fault) for n, x in layers.items()},
-    }
-
-
-def restore(model: nn.Module, saved: dict[str, Any]) -> None:
-    """Undo a mitigation: back to :func:`snapshot`'s state."""
-    model.load_state_dict(saved["state"])
-    for name, layer in emulated_layers(model).items():
-        layer.weight_scale, layer.weight_zero, fault = saved["grid"][name]
-        layer.set_fault(fault)
-
-
-# -- weight mapping -------------------------------------------------------------------------
 def candidate_codes(signed: bool) -> torch.Tensor:
     """Weight codes the layer's quantizer can produce (uint8 patterns as int64)."""
     codes = torch.arange(SIZE)
@@ -244,6 +230,7 @@ def best_codes(costs: torch.Tensor) -> torch.Tensor:
 
 def map_weights(
     layer: EmulatedLayer,
+    fault: LayerFault | None,
     histogram: torch.Tensor,
     compensate_bias: bool = False,
     objective: str = "absolute",
@@ -253,7 +240,6 @@ def map_weights(
     With ``compensate_bias`` the mean signed error that the mapped faulty MACs of each output
     still make over the histogram (:func:`mapping_bias`) is subtracted from the layer's bias.
     """
-    fault = layer.fault
     if fault is None or fault.site != "product" or fault.bypass:
         return 0
     if objective not in OBJECTIVES:
@@ -285,30 +271,26 @@ def _sync_float_weight(layer: EmulatedLayer, mask: torch.Tensor) -> None:
 
 
 # -- pruning --------------------------------------------------------------------------------
-def prune_faulty(layer: EmulatedLayer, bypass: bool = True) -> int:
+def prune_faulty(
+    layer: EmulatedLayer, fault: LayerFault | None, bypass: bool = True
+) -> tuple[int, LayerFault | None]:
     """FAP on one layer: weights on faulty PEs → the zero-point code (value 0), and with
-    ``bypass`` the faulty PEs are skipped. Returns the number of pruned weights."""
-    fault = layer.fault
+    ``bypass`` the faulty PEs are skipped. Returns the number of pruned weights and the fault
+    as it now acts (marked ``bypass``, or unchanged)."""
     if fault is None:
-        return 0
+        return 0, None
     mask = fault.mask.to(layer.weight_codes.device)
     zero_code = layer.weight_zero & 0xFF
     codes = torch.where(mask, torch.full_like(layer.weight_codes, zero_code), layer.weight_codes)
     layer.set_weight_codes(codes)
     _sync_float_weight(layer, mask)
-    if bypass:
-        layer.set_fault(dataclasses.replace(fault, bypass=True))
-    return int(mask.sum())
+    return int(mask.sum()), dataclasses.replace(fault, bypass=True) if bypass else fault
 
 
 # -- retuning -------------------------------------------------------------------------------
-def frozen_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+def frozen_masks(faults: Mapping[str, LayerFault]) -> dict[str, torch.Tensor]:
     """Per emulated layer with faults: its faulty MACs (K×M), whose weights retuning keeps."""
-    return {
-        name: layer.fault.mask
-        for name, layer in emulated_layers(model).items()
-        if layer.fault is not None
-    }
+    return {name: fault.mask for name, fault in faults.items()}
 
 
 def _requantize_fixed(layer: EmulatedLayer, frozen: torch.Tensor | None) -> None:
@@ -330,7 +312,9 @@ def retune(
 ) -> list[float]:
     """Fine-tune the weights and biases through the (faulty) emulated forward pass with a
     straight-through gradient; weights at ``frozen`` MACs (per layer, K×M) keep their codes.
-    Returns the mean loss per epoch."""
+    Returns the mean loss per epoch. The loop is :func:`bitrobust.train.fit`."""
+    from bitrobust.train import Batches, FrozenWeights, fit
+
     layers = emulated_layers(model)
     frozen = frozen or {}
     params = []
@@ -340,122 +324,139 @@ def retune(
         if layer.bias is not None:
             layer.bias.requires_grad_(True)
             params.append(layer.bias)
-    grad_masks = {
-        name: frozen[name].t().reshape(layer.weight.shape).to(layer.weight.device)
+    masks = {
+        f"{name}.weight": frozen[name].t().reshape(layer.weight.shape).to(layer.weight.device)
         for name, layer in layers.items()
         if name in frozen
     }
+
+    def requantize(model: nn.Module) -> None:
+        for name, layer in layers.items():
+            _requantize_fixed(layer, frozen.get(name))
+
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
-    generator = torch.Generator().manual_seed(config.seed)
     device = next(iter(model.parameters())).device
+    batches = Batches(images, labels, config.batch_size, config.seed, device)
     was_training = model.training
     model.eval()  # running statistics and dropout as at inference; gradients still flow
-    losses = []
     try:
-        for _ in range(config.epochs):
-            order = torch.randperm(len(labels), generator=generator)
-            total, steps = 0.0, 0
-            for start in range(0, len(order), config.batch_size):
-                index = order[start : start + config.batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                logits = model(images[index].to(device))
-                loss = F.cross_entropy(logits, labels[index].to(device))
-                loss.backward()
-                for name, layer in layers.items():
-                    if name in grad_masks and layer.weight.grad is not None:
-                        layer.weight.grad[grad_masks[name]] = 0.0
-                optimizer.step()
-                with torch.no_grad():
-                    for name, layer in layers.items():
-                        _requantize_fixed(layer, frozen.get(name))
-                total += loss.item()
-                steps += 1
-            losses.append(total / max(1, steps))
+        history = fit(model, batches, FrozenWeights(masks, requantize), optimizer, config.epochs)
     finally:
         for layer in layers.values():
             layer.weight.requires_grad_(False)
             if layer.bias is not None:
                 layer.bias.requires_grad_(False)
         model.train(was_training)
-    return losses
+    return history.loss
 
 
 # -- the methods ----------------------------------------------------------------------------
-def fault_aware_pruning(model: nn.Module, bypass: bool = True) -> int:
-    """FAP on every faulty layer; returns the number of pruned weights."""
-    return sum(prune_faulty(layer, bypass) for layer in emulated_layers(model).values())
+def fault_aware_pruning(
+    model: nn.Module, faults: Mapping[str, LayerFault], bypass: bool = True
+) -> tuple[int, dict[str, LayerFault]]:
+    """FAP on every faulty layer of ``model`` (changed in place); returns the number of pruned
+    weights and the faults as they now act."""
+    layers = emulated_layers(model)
+    pruned, after = 0, {}
+    for name, fault in faults.items():
+        count, now = prune_faulty(layers[name], fault, bypass)
+        pruned += count
+        if now is not None:
+            after[name] = now
+    return pruned, after
+
+
+@dataclass(frozen=True, eq=False)
+class Mitigated:
+    """A mitigation's result: the new deployment, the pattern as it now acts (datapath faults
+    bypassed where the hardware routes around them; memory faults unchanged, as they hit what
+    is stored) and a JSON-ready summary."""
+
+    deployment: Any
+    pattern: FaultPattern
+    summary: dict[str, Any]
 
 
 def mitigate(
-    model: nn.Module,
+    deployment: Any,
+    pattern: FaultPattern,
     config: MitigationConfig,
     images: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
-    fault_free: nn.Module | None = None,
-) -> dict[str, Any]:
-    """Apply ``config.method`` to the faulty converted ``model`` in place.
+) -> Mitigated:
+    """Apply ``config.method`` against the datapath faults of ``pattern`` on a copy of the
+    ``deployment`` (an :class:`~bitrobust.hw.deploy.AcceleratorDeployment`).
 
     ``images``/``labels``: training examples (the first ``config.examples`` are used) for the
-    activation histograms and retuning. ``fault_free`` is only needed by FaL-reTune when the
-    histograms should come from another model; by default the model's faults are lifted while
-    the histograms are collected. Returns a JSON-ready summary.
+    activation histograms (on the fault-free accelerator) and retuning.
     """
+    from bitrobust.hw.deploy import AcceleratorDeployment
+
     summary: dict[str, Any] = {"method": config.method}
     if config.method == "none":
-        return summary
+        return Mitigated(deployment, pattern, summary)
     needs_data = config.retunes or config.method == "falretune"
     if needs_data and (images is None or labels is None):
         raise BitrobustError(f"mitigation {config.method!r} needs training images and labels")
     if images is not None:
         images = images[: config.examples]
         labels = None if labels is None else labels[: config.examples]
+    model = copy.deepcopy(deployment.module)
+    faults = dict(pattern.datapath)
     if config.method in ("fap", "fap-t"):
-        summary["pruned_weights"] = fault_aware_pruning(model, config.bypass)
+        summary["pruned_weights"], faults = fault_aware_pruning(model, faults, config.bypass)
         summary["bypass"] = config.bypass
         if config.retunes:
             assert images is not None and labels is not None
-            summary["retune_loss"] = retune(model, images, labels, config, frozen_masks(model))
-        return summary
-    assert images is not None and labels is not None
-    return _falretune(model, config, images, labels, fault_free, summary)
+            with datapath_faults(faults):
+                summary["retune_loss"] = retune(model, images, labels, config, frozen_masks(faults))
+    else:
+        assert images is not None and labels is not None
+        model = _falretune(model, faults, config, images, labels, summary)
+    mitigated = AcceleratorDeployment(model, deployment.accelerator)
+    return Mitigated(mitigated, dataclasses.replace(pattern, datapath=faults), summary)
 
 
-def _falretune(model, config, images, labels, fault_free, summary) -> dict[str, Any]:
+def _falretune(
+    model: nn.Module,
+    faults: dict[str, LayerFault],
+    config: MitigationConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    summary: dict[str, Any],
+) -> nn.Module:
+    """FaL-reTune on ``model`` (owned by the caller); returns the model kept by the guard."""
     from bitrobust.hw.evaluate import accuracy
 
     layers = emulated_layers(model)
-    if fault_free is None:
-        faults = {name: layer.fault for name, layer in layers.items()}
-        for layer in layers.values():
-            layer.set_fault(None)
-        try:
-            histograms = activation_histograms(model, images)
-        finally:
-            for name, layer in layers.items():
-                layer.set_fault(faults[name])
-    else:
-        histograms = activation_histograms(fault_free, images)
-    stages: list[tuple[str, float, dict[str, Any] | None]] = []
+    histograms = activation_histograms(model, images)  # no faults active: fault free
+
+    def faulty_accuracy(candidate: nn.Module) -> float:
+        with datapath_faults(faults):
+            return accuracy(candidate, images, labels)
+
+    stages: list[tuple[str, float, nn.Module]] = []
     if config.guard:
-        stages.append(("none", accuracy(model, images, labels), snapshot(model)))
+        stages.append(("none", faulty_accuracy(model), copy.deepcopy(model)))
     summary["mapped_weights"] = sum(
-        map_weights(layer, histograms[name], config.compensate_bias, config.objective)
+        map_weights(
+            layer, faults.get(name), histograms[name], config.compensate_bias, config.objective
+        )
         for name, layer in layers.items()
     )
     if config.guard:
-        stages.append(("mapped", accuracy(model, images, labels), snapshot(model)))
+        stages.append(("mapped", faulty_accuracy(model), copy.deepcopy(model)))
     if config.retunes:
-        summary["retune_loss"] = retune(model, images, labels, config, frozen_masks(model))
+        with datapath_faults(faults):
+            summary["retune_loss"] = retune(model, images, labels, config, frozen_masks(faults))
         if config.guard:
-            stages.append(("retuned", accuracy(model, images, labels), None))
-    if config.guard:
-        best = max(range(len(stages)), key=lambda i: (stages[i][1], i))
-        name, _, saved = stages[best]
-        if saved is not None:
-            restore(model, saved)
-        summary["kept"] = name
-        summary["retune_accuracy"] = {stage: value for stage, value, _ in stages}
-    return summary
+            stages.append(("retuned", faulty_accuracy(model), model))
+    if not config.guard:
+        return model
+    best = max(range(len(stages)), key=lambda i: (stages[i][1], i))
+    summary["kept"] = stages[best][0]
+    summary["retune_accuracy"] = {stage: value for stage, value, _ in stages}
+    return stages[best][2]
 
 
 __all__ = [
@@ -468,9 +469,8 @@ __all__ = [
     "map_weights",
     "mapping_bias",
     "mapping_costs",
+    "Mitigated",
     "mitigate",
     "prune_faulty",
-    "restore",
     "retune",
-    "snapshot",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import re
 from collections.abc import Callable
@@ -89,6 +90,8 @@ class Multiplier:
     )
 
     def __post_init__(self) -> None:
+        for label, value in (("power", self.power_mw), ("area", self.area_um2)):
+            check_figure(value, f"multiplier {self.name!r}: {label}")
         table = check_table(self.table, self.signed, what=f"multiplier {self.name!r}")
         table.setflags(write=False)
         object.__setattr__(self, "table", table)
@@ -156,6 +159,40 @@ class Multiplier:
         }
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
+
+
+_CATALOGUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_catalogue_name(name: str, what: str = "--name") -> str:
+    """Return ``name`` if it can name a user-catalogue entry (``<name>.npy`` in the folder).
+
+    A letter or digit, then letters, digits, ``_``, ``.`` or ``-``: no path separators, no
+    ``..``, no ``.npy`` suffix, and not a built-in name (those would shadow the entry).
+    """
+    if (
+        not _CATALOGUE_NAME.fullmatch(name)
+        or ".." in name
+        or name.lower().endswith((".npy", ".json"))
+    ):
+        raise BitrobustError(
+            f"{what} {name!r} is not a valid multiplier name: use letters, digits, '_', '.' "
+            "and '-', starting with a letter or digit, without '..' or a .npy/.json suffix"
+        )
+    if builtin(name) is not None:
+        raise BitrobustError(f"{what} {name!r} is a built-in multiplier; choose another name")
+    return name
+
+
+def check_figure(value: object, what: str) -> float | None:
+    """Return a power or area figure if it is None or a finite number >= 0, else raise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BitrobustError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise BitrobustError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def check_table(table: object, signed: bool, what: str = "product table") -> np.ndarray:
@@ -380,12 +417,12 @@ def load_file(
     if sidecar.is_file():  # written by Multiplier.save: keep name, power and area
         meta = _read_json(sidecar)
         return Multiplier(
-            name=name or meta.get("name", multiplier.name),
+            name=name or str(meta.get("name", multiplier.name)),
             table=multiplier.table,
             signed=multiplier.signed,
             source=str(path),
-            power_mw=meta.get("power_mw"),
-            area_um2=meta.get("area_um2"),
+            power_mw=check_figure(meta.get("power_mw"), f"{sidecar}: power_mw"),
+            area_um2=check_figure(meta.get("area_um2"), f"{sidecar}: area_um2"),
         )
     return multiplier
 
