@@ -21,8 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bitrobust.data import load_dataset
-from bitrobust.hw import PEFaults, SystolicArray, kernel, to_accelerator
+from bitrobust.data import evoapprox_dir, load_dataset
+from bitrobust.hw import PEFaults, SystolicArray, kernel, load_multiplier, to_accelerator
 from bitrobust.models import build_model
 
 MODELS = {
@@ -78,6 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)
     images = load_dataset("mnist", "test").tensors[0][: args.images]
     array = SystolicArray(16)
+    multiplier = load_multiplier(args.multiplier, evoapprox_dir())
     faults = {
         "product": PEFaults(0.3, 14, 1, site="product"),
         "accumulator": PEFaults(0.3, 20, 1, site="accumulator"),
@@ -99,11 +100,11 @@ def main() -> None:
         }
         emulated = {
             "exact8u": to_accelerator(model, "exact8u", calibration=calibration),
-            args.multiplier: to_accelerator(model, args.multiplier, calibration=calibration),
+            args.multiplier: to_accelerator(model, multiplier, calibration=calibration),
         }
         for site, fault_model in faults.items():
             emulated[f"{args.multiplier}, 30 % PEs stuck {site} bit"] = to_accelerator(
-                model, args.multiplier, array, fault_model, seed=1, calibration=calibration
+                model, multiplier, array, fault_model, seed=1, calibration=calibration
             )
         for label, converted in emulated.items():
             runs[label] = lambda converted=converted: predict(converted, images, args.batch)

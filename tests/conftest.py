@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import bitrobust.data
+
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "BITROBUST_DATA_DIR" not in os.environ and _SHARED.is_dir():
     os.environ["BITROBUST_DATA_DIR"] = str(_SHARED)
@@ -19,6 +21,12 @@ def data_dir() -> Path:
     if not (path / "mnist").is_dir():
         pytest.skip(f"MNIST not found under {path}")
     return path
+
+
+@pytest.fixture
+def evoapprox_dir() -> Path:
+    """``<data-dir>/evoapprox``, where the EvoApprox tables are (may be missing)."""
+    return bitrobust.data.evoapprox_dir()
 
 
 @pytest.fixture(scope="session", autouse=True)

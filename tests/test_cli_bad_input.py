@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
+from bitrobust.checkpoint import load_checkpoint, save_checkpoint
 from bitrobust.cli import main
 from bitrobust.cli.common import MAX_PATTERNS, progress_printer
 from bitrobust.errors import BitrobustError
 from bitrobust.faults import make_chip, save_chip
-from bitrobust.hw.multiplier import USER_DIR_ENV, exact_table
+from bitrobust.hw.catalogue import USER_DIR_ENV
+from bitrobust.hw.tables import exact_table
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is available here")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from bitrobust.checkpoint import Architecture, save_checkpoint
+from bitrobust.checkpoint import save_checkpoint
 from bitrobust.cli import main
+from bitrobust.models.architecture import Architecture
 
 SMALL_CHIP = ["--arrays", "4", "--rows", "64"]
 

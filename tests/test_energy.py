@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bitrobust.checkpoint import Architecture, Checkpoint
+from bitrobust.checkpoint import Checkpoint
 from bitrobust.energy import (
     DEFAULT_VOLTAGES,
     EnergyModel,
@@ -23,6 +23,7 @@ from bitrobust.energy import (
 from bitrobust.errors import BitrobustError
 from bitrobust.experiments.sram_energy import run_sram_energy, savings_table, voltage_table
 from bitrobust.faults import make_chip
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 
 CURVE = VoltageErrorCurve.default()

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from bitrobust.checkpoint import Architecture, save_checkpoint
+from bitrobust.checkpoint import save_checkpoint
 from bitrobust.cli import main
-from bitrobust.hw.multiplier import USER_DIR_ENV, evoapprox_catalogue, exact_table
+from bitrobust.hw.catalogue import USER_DIR_ENV, evoapprox_catalogue
+from bitrobust.hw.tables import exact_table
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 
 
@@ -56,11 +58,11 @@ def run_error(capsys, *args: str) -> str:
     return err
 
 
-def test_list_and_show(capsys):
+def test_list_and_show(capsys, evoapprox_dir):
     rows = run_json(capsys, "multipliers", "list")["multipliers"]
     names = {row["name"]: row for row in rows}
     assert names["exact8s"]["signed"] is True and names["mitchell8u"]["wce"] == 4096
-    if evoapprox_catalogue():
+    if evoapprox_catalogue(evoapprox_dir):
         assert names["mul8u_L40"]["power_mw"] == 0.189 and len(rows) == 8 + 99
         shown = run_json(capsys, "multipliers", "show", "mul8u_L40")
         assert shown["metrics"]["wce"] == 9124 and shown["published"]["MAE"] == "1011"

@@ -15,14 +15,16 @@ from torch import nn
 
 from bitrobust.errors import BitrobustError
 from bitrobust.hw import emulate, kernel
+from bitrobust.hw.catalogue import load_multiplier
 from bitrobust.hw.emulate import LayerFault, decode, force_bit, integer_gemm, lut_products
+from bitrobust.hw.families import exact, mitchell, truncated
 from bitrobust.hw.layers import (
     EmulatedConv2d,
     EmulatedLinear,
     affine_qparams,
     quantize_codes,
 )
-from bitrobust.hw.multiplier import Multiplier, exact, load_multiplier, mitchell, truncated
+from bitrobust.hw.tables import Multiplier
 
 SIGNS = [False, True]
 

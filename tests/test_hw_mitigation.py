@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bitrobust.checkpoint import Architecture, save_checkpoint
+from bitrobust.checkpoint import save_checkpoint
 from bitrobust.cli import main
 from bitrobust.data import load_dataset
 from bitrobust.hw import (
@@ -31,6 +31,7 @@ from bitrobust.hw.mitigation import (
     map_weights,
     mitigate,
 )
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 from bitrobust.train import TrainConfig, train
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bitrobust.errors import BitrobustError
-from bitrobust.hw import multiplier as mul
+from bitrobust.hw import catalogue, families, tables
 from bitrobust.hw.ccompile import detect_function, from_c
 
 HAVE_CC = any(shutil.which(name) for name in ("cc", "gcc", "clang"))
@@ -18,15 +18,15 @@ needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no C compiler")
 
 
 @pytest.fixture
-def evoapprox() -> list[mul.CatalogueEntry]:
-    entries = mul.evoapprox_catalogue()
+def evoapprox(evoapprox_dir) -> list[catalogue.CatalogueEntry]:
+    entries = catalogue.evoapprox_catalogue(evoapprox_dir)
     if not entries:
         pytest.skip("EvoApprox tables not found under $BITROBUST_DATA_DIR/evoapprox")
     return entries
 
 
 def values(signed: bool) -> np.ndarray:
-    return mul.operand_values(signed)
+    return tables.operand_values(signed)
 
 
 # -- built-in families --------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def values(signed: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_exact_is_the_integer_product(signed):
-    m = mul.exact(signed)
+    m = families.exact(signed)
     v = values(signed)
     assert m.is_exact() and m.is_symmetric() and m.table.dtype == np.int32
     assert np.array_equal(m.table, np.outer(v, v))
@@ -44,33 +44,33 @@ def test_exact_is_the_integer_product(signed):
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_truncated_drops_low_operand_bits(signed):
-    m = mul.truncated(3, signed)
+    m = families.truncated(3, signed)
     v = values(signed)
     expected = np.outer(v & ~7, v & ~7)
     assert np.array_equal(m.table, expected)
-    assert mul.truncated(0, signed).is_exact()
+    assert families.truncated(0, signed).is_exact()
     assert m.name == f"trunc8{'s' if signed else 'u'}_k3"
 
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_broken_array_without_breaks_is_exact_and_breaks_only_lose_columns(signed):
-    assert mul.broken_array(0, 0, signed).is_exact()
-    m = mul.broken_array(6, 0, signed)
-    error = m.table.astype(np.int64) - mul.exact_table(signed)
+    assert families.broken_array(0, 0, signed).is_exact()
+    m = families.broken_array(6, 0, signed)
+    error = m.table.astype(np.int64) - tables.exact_table(signed)
     # dropped cells: columns i + j < 6 (all positive terms), worth Σ_c (c + 1)·2^c = 321
     assert (error <= 0).all() and m.metrics()["wce"] == 321
 
 
 def test_broken_array_rows_drop_low_weight_bits():
-    m = mul.broken_array(0, 2, signed=False)
+    m = families.broken_array(0, 2, signed=False)
     v = values(False)
     assert np.array_equal(m.table, np.outer(v, v & ~3))  # rows j < 2 of the weight operand
 
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_mitchell_underestimates_and_is_exact_on_powers_of_two(signed):
-    m = mul.mitchell(signed)
-    exact_t = mul.exact_table(signed)
+    m = families.mitchell(signed)
+    exact_t = tables.exact_table(signed)
     assert (np.abs(m.table) <= np.abs(exact_t)).all()
     powers = [1, 2, 4, 8, 16, 32, 64]
     for a in powers:
@@ -81,12 +81,12 @@ def test_mitchell_underestimates_and_is_exact_on_powers_of_two(signed):
 
 
 def test_builtin_names_parse_and_unknown_names_do_not():
-    assert mul.builtin("bam8s_v4_h1").name == "bam8s_v4_h1"
-    assert mul.builtin("bam8u_v5").name == "bam8u_v5_h0"
+    assert families.builtin("bam8s_v4_h1").name == "bam8s_v4_h1"
+    assert families.builtin("bam8u_v5").name == "bam8u_v5_h0"
     for name in ("trunc8u", "exact8x", "mitchell8u_k2", "bam8u", "mul8u_L40"):
-        assert mul.builtin(name) is None
+        assert families.builtin(name) is None
     with pytest.raises(BitrobustError, match="k must be"):
-        mul.truncated(9)
+        families.truncated(9)
 
 
 # -- validation and loaders -------------------------------------------------------------------
@@ -104,58 +104,58 @@ def test_builtin_names_parse_and_unknown_names_do_not():
 )
 def test_bad_tables_are_user_errors(table, message):
     with pytest.raises(BitrobustError, match=message):
-        mul.Multiplier("bad", table, signed=False)
+        tables.Multiplier("bad", table, signed=False)
 
 
 def test_signed_table_given_as_16_bit_patterns_is_read_as_int16():
-    patterns = mul.exact_table(True).astype(np.int64) & 0xFFFF
-    m = mul.Multiplier("p", patterns, signed=True)
+    patterns = tables.exact_table(True).astype(np.int64) & 0xFFFF
+    m = tables.Multiplier("p", patterns, signed=True)
     assert m.is_exact()
     with pytest.raises(ValueError):
         m.table[0, 0] = 1  # read-only
 
 
 def test_npy_and_bin_round_trip(tmp_path):
-    table = mul.truncated(2, signed=True).table
+    table = families.truncated(2, signed=True).table
     np.save(tmp_path / "mine.npy", table)
-    loaded = mul.from_npy(tmp_path / "mine.npy")
+    loaded = catalogue.from_npy(tmp_path / "mine.npy")
     assert loaded.signed and np.array_equal(loaded.table, table)  # negative values → signed
     (tmp_path / "mul8s_mine.bin").write_bytes((table.astype("<i2")).tobytes())
-    from_bin = mul.from_bin(tmp_path / "mul8s_mine.bin")  # signed from the name
+    from_bin = catalogue.from_bin(tmp_path / "mul8s_mine.bin")  # signed from the name
     assert from_bin.signed and np.array_equal(from_bin.table, table)
-    unsigned = mul.exact(False).table
+    unsigned = families.exact(False).table
     (tmp_path / "u.bin").write_bytes(unsigned.astype("<u2").tobytes())
-    assert mul.load_file(tmp_path / "u.bin").is_exact()
+    assert catalogue.load_file(tmp_path / "u.bin").is_exact()
     # a .bin is indexed a·256 + b: a non-symmetric table keeps its orientation
     (tmp_path / "asym.bin").write_bytes(np.tile(np.arange(256, dtype="<u2"), 256).tobytes())
-    assert mul.from_bin(tmp_path / "asym.bin").multiply(3, 200) == 200
+    assert catalogue.from_bin(tmp_path / "asym.bin").multiply(3, 200) == 200
 
 
 def test_bad_files_are_user_errors(tmp_path):
     (tmp_path / "short.bin").write_bytes(b"\0" * 1000)
     with pytest.raises(BitrobustError, match="131072 bytes"):
-        mul.from_bin(tmp_path / "short.bin")
+        catalogue.from_bin(tmp_path / "short.bin")
     np.save(tmp_path / "f.npy", np.zeros((256, 256)))
     with pytest.raises(BitrobustError, match="integers"):
-        mul.from_npy(tmp_path / "f.npy")
+        catalogue.from_npy(tmp_path / "f.npy")
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(BitrobustError, match="expected .npy"):
-        mul.load_file(tmp_path / "x.txt")
+        catalogue.load_file(tmp_path / "x.txt")
     with pytest.raises(BitrobustError, match="does not exist"):
-        mul.load_multiplier(str(tmp_path / "missing.npy"))
+        catalogue.load_multiplier(str(tmp_path / "missing.npy"))
     with pytest.raises(BitrobustError, match="unknown multiplier"):
-        mul.load_multiplier("no_such_multiplier", user_directory=tmp_path)
+        catalogue.load_multiplier("no_such_multiplier", user_directory=tmp_path)
 
 
 def test_save_and_user_catalogue(tmp_path, monkeypatch):
-    monkeypatch.setenv(mul.USER_DIR_ENV, str(tmp_path))
-    m = mul.Multiplier("mine8", mul.mitchell(False).table, signed=False, power_mw=0.1)
+    monkeypatch.setenv(catalogue.USER_DIR_ENV, str(tmp_path))
+    m = tables.Multiplier("mine8", families.mitchell(False).table, signed=False, power_mw=0.1)
     path = m.save(tmp_path / "mine8.npy")
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["signed"] is False and meta["metrics"]["wce"] == m.metrics()["wce"]
-    (entry,) = mul.user_catalogue()
+    (entry,) = catalogue.user_catalogue()
     assert entry.name == "mine8" and entry.power_mw == 0.1
-    loaded = mul.load_multiplier("mine8")
+    loaded = catalogue.load_multiplier("mine8")
     assert np.array_equal(loaded.table, m.table) and loaded.power_mw == 0.1
 
 
@@ -209,11 +209,13 @@ def test_metrics_of_all_evoapprox_tables_agree_with_metrics_csv(evoapprox):
     assert mismatches == []
 
 
-def test_evoapprox_lookup_by_name(evoapprox):
-    l40 = mul.load_multiplier("mul8u_L40")
+def test_evoapprox_lookup_by_name(evoapprox, evoapprox_dir):
+    l40 = catalogue.load_multiplier("mul8u_L40", evoapprox_dir)
     assert not l40.signed and not l40.is_symmetric() and l40.power_mw == 0.189
-    assert mul.load_multiplier("mul8u_1JFF").is_exact()
-    assert mul.load_multiplier("mul8s_1KV8_v2022").signed
+    assert catalogue.load_multiplier("mul8u_1JFF", evoapprox_dir).is_exact()
+    assert catalogue.load_multiplier("mul8s_1KV8_v2022", evoapprox_dir).signed
+    with pytest.raises(BitrobustError, match="no EvoApprox folder given"):
+        catalogue.load_multiplier("mul8u_L40")  # hw knows no data folder: the caller names it
 
 
 # -- C models ----------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ def test_c_model_argument_order_and_unsigned_outputs(tmp_path):
 def test_signed_c_model_declared_with_unsigned_types(tmp_path):
     path = tmp_path / "s.c"
     path.write_text(SIGNED_AS_UNSIGNED_C)  # also has a main() and a one-argument helper
-    m = mul.load_file(path)
+    m = catalogue.load_file(path)
     assert m.signed and m.is_exact() and m.multiply(-128, -128) == 16384
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitrobust.errors import BitrobustError
-from bitrobust.memory import (
+from bitrobust.faults.memory import (
     MemoryGeometry,
     Placement,
     cell_index,

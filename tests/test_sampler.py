@@ -214,3 +214,25 @@ def test_faulty_parameters_equal_the_dense_decode(sampler, bits):
     clean = qmodel.clean_parameters()
     for name, qt in qmodel.tensors.items():  # the shared clean weights were not touched
         assert torch.equal(clean[name], qt.dequantize())
+
+
+def test_stuck_at_cells_flip_only_towards_their_stuck_values():
+    from bitrobust.faults import StuckAtCells
+
+    qmodel = _qmodel(8, shape=(200, 100))
+    all_ones = StuckAtCells(0.1, stuck_at_one=1.0)
+    assert all_ones.name == "stuck_at_cells(rate=0.1,one=1.0,sampler=2)"
+    assert all_ones.bit_error_rate == pytest.approx(0.05)
+    pattern = all_ones.sample(qmodel, 0)
+    for name, qt in qmodel.tensors.items():
+        assert int((pattern.masks[name] & qt.codes).sum()) == 0  # only stored 0s turn into 1s
+    counts, _ = _direction_counts(qmodel, StuckAtCells(0.1, stuck_at_one=0.25).sample(qmodel, 1))
+    for flipped, trials, rate in (
+        (counts["flipped_zeros"], counts["zeros"], 0.025),
+        (counts["flipped_ones"], counts["ones"], 0.075),
+    ):
+        assert abs(flipped - trials * rate) <= 5 * math.sqrt(trials * rate * (1 - rate)) + 1
+    again = StuckAtCells(0.1, stuck_at_one=0.25).sample(qmodel, 1)
+    assert _digest(again) == _digest(StuckAtCells(0.1, stuck_at_one=0.25).sample(qmodel, 1))
+    with pytest.raises(BitrobustError):
+        StuckAtCells(1.5)

@@ -22,7 +22,7 @@ from bitrobust.faults import (
     make_chip,
     save_chip,
 )
-from bitrobust.memory import MemoryGeometry, model_cells
+from bitrobust.faults.memory import MemoryGeometry, model_cells
 from bitrobust.quant import QuantizedModel, QuantScheme, quantize
 
 SMALL = {"arrays": 4, "rows": 64, "columns": 64}  # 16384 cells

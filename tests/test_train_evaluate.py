@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
+from bitrobust.checkpoint import load_checkpoint, save_checkpoint
 from bitrobust.errors import BitrobustError
 from bitrobust.evaluate import (
     QuantizedDeployment,
@@ -16,6 +16,7 @@ from bitrobust.evaluate import (
     run_trial,
 )
 from bitrobust.faults import RandomBitErrors
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantizedModel, QuantScheme
 from bitrobust.train import TrainConfig, perturbed_parameters, project_parameters, train
 

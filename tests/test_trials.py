@@ -199,3 +199,20 @@ def test_the_faulty_model_as_a_module(on_accelerator):
         mine = faulty(images).argmax(1)
     assert torch.equal(mine, deployment.predict(pattern, (images, labels))[0])
     assert isinstance(faulty, nn.Module) and faulty.state_dict()
+
+
+def test_random_errors_plus_a_chip_plus_pe_faults_in_one_trial():
+    """The issue's example: ``RandomBitErrors(p) + ProfiledSRAM(chip, V) + PEFaults(...)`` on
+    an emulated approximate accelerator, in one trial, reproducibly."""
+    from bitrobust.faults import ProfiledSRAM, make_chip
+
+    images, labels = _data()
+    deployment = deploy(_mlp(), "mitchell8u", SystolicArray(4), calibration=images)
+    chip = make_chip(0, arrays=2, rows=16, columns=64)
+    faults = RandomBitErrors(0.02) + ProfiledSRAM(chip, 0.8) + PEFaults(0.3, bit=13, stuck_at=1)
+    pattern = faults.sample(deployment.target, seed=2)
+    chip_only = ProfiledSRAM(chip, 0.8).sample(deployment.target, seed=2)
+    assert chip_only.num_flips() > 0 and pattern.num_flips() > 0 and pattern.datapath
+    result = run_trial(deployment, faults, 2, (images, labels))
+    assert result.flips == pattern.num_flips() and result.faulty_macs > 0
+    assert result == run_trial(deployment, faults, 2, (images, labels))

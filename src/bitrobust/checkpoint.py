@@ -10,69 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from bitrobust.data import dataset_info
 from bitrobust.errors import BitrobustError
-from bitrobust.models import build_model
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 
 FORMAT = "bitrobust-checkpoint/1"
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What ``build_model`` needs to rebuild a network, and the dataset it was trained on."""
-
-    model: str
-    dataset: str
-    in_channels: int
-    image_size: int
-    num_classes: int
-    input_mean: tuple[float, ...] | None = None
-    input_std: tuple[float, ...] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def build(self) -> nn.Module:
-        return build_model(
-            self.model,
-            in_channels=self.in_channels,
-            image_size=self.image_size,
-            num_classes=self.num_classes,
-            input_mean=self.input_mean,
-            input_std=self.input_std,
-            **self.options,
-        )
-
-    @classmethod
-    def for_dataset(
-        cls, model: str, dataset: str, options: dict[str, Any] | None = None
-    ) -> Architecture:
-        """Model ``model`` sized for ``dataset`` (channels, image size, classes, input stats)."""
-        info = dataset_info(dataset)
-        return cls(
-            model=model,
-            dataset=info.name,
-            in_channels=info.in_channels,
-            image_size=info.image_size,
-            num_classes=info.num_classes,
-            input_mean=tuple(info.mean),
-            input_std=tuple(info.std),
-            options=dict(options or {}),
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        data = dict(data)
-        for key in ("input_mean", "input_std"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
 
 
 @dataclass

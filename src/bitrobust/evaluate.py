@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 from torch.utils.data import TensorDataset
 
 from bitrobust import stats
@@ -117,6 +117,25 @@ def robust_error(
     """Fraction of examples that the clean *or* the faulty model gets wrong."""
     wrong = (clean_predictions != labels) | (faulty_predictions != labels)
     return wrong.float().mean().item()
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> float:
+    """Fraction of ``images`` that ``model``, run as it is (its own weights, any datapath
+    faults active around the call), classifies as ``labels``; eval mode, the mode restored."""
+    was_training = model.training
+    model.eval()
+    device = next(iter(model.parameters())).device
+    correct = 0
+    try:
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device))
+            correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / max(1, len(images))
 
 
 # -- deployments ----------------------------------------------------------------------------
@@ -281,24 +300,41 @@ def run_trial(
     clean = clean_run(deployment, data, batch_size) if clean is None else clean
     if pattern is None:
         pattern = fault_model.sample(deployment.target, seed)
-    flips = pattern.num_flips()
-    faulty_macs = sum(int(fault.mask.sum()) for fault in pattern.datapath.values())
-    if flips == 0 and not pattern.datapath:
+    if pattern.num_flips() == 0 and not pattern.datapath:
         predictions = clean.predictions  # nothing changes: skip the pass
     else:
         predictions, labels = deployment.predict(pattern, data, batch_size)
-        if not torch.equal(labels, clean.labels):
-            raise BitrobustError("the data changed between passes (a shuffling data loader?)")
+        _check_same_labels(labels, clean)
+    return _trial_result(fault_model, seed, pattern, predictions, clean)
+
+
+def _trial_result(
+    fault_model: FaultModel,
+    seed: int,
+    pattern: FaultPattern,
+    predictions: torch.Tensor,
+    clean: CleanRun,
+) -> TrialResult:
     return TrialResult(
         fault_model=fault_model.name,
         seed=int(seed),
         rerr=robust_error(clean.predictions, predictions, clean.labels),
         err_faulty=error_rate(predictions, clean.labels),
-        flips=flips,
+        flips=pattern.num_flips(),
         err_clean=clean.err,
         examples=len(clean.labels),
-        faulty_macs=faulty_macs,
+        faulty_macs=sum(int(fault.mask.sum()) for fault in pattern.datapath.values()),
     )
+
+
+def _check_same_labels(labels: torch.Tensor, clean: CleanRun) -> None:
+    if not torch.equal(labels, clean.labels):
+        raise BitrobustError("the data changed between passes (a shuffling data loader?)")
+
+
+DEFAULT_MAX_MEMORY_MB = 512.0
+"""Default memory budget of :func:`run_trials` for the patterns that go through the data
+together (their faulty parameters and masks; with ``vectorize``, one batch's activations each)."""
 
 
 def run_trials(
@@ -309,24 +345,73 @@ def run_trials(
     clean: CleanRun | None = None,
     batch_size: int = 1000,
     progress: Progress | None = None,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    vectorize: bool = False,
 ) -> list[list[TrialResult]]:
     """Every fault model × seed: ``result[i][k]`` is fault model i with seed k.
 
     Random bit errors that differ only in their rates share one draw per seed (the patterns
     are the same as sampled one by one), and the same seeds serve every fault model, so for
     one seed the flips at a lower rate are a subset of those at a higher rate.
+
+    On a :class:`QuantizedDeployment`, K patterns go through the data together, K as many as
+    fit in ``max_memory_mb`` (0: one pattern per pass, the path of every other deployment).
+    They share the clean activations up to the first layer any of them changes, when the model
+    is a chain of layers (checked on the data): the same operations on the same inputs, so the
+    predictions are identical, and faults confined to late layers cost only the rest of the
+    network. ``vectorize`` runs the K patterns in one ``torch.func.vmap`` call instead of a
+    loop; off by default, as it did not pay on CPU (a GEMM-bound pass costs K GEMMs either way)
+    and its logits may differ in the last bits (vmap lowers a biased linear layer to matmul +
+    add, not addmm). Models vmap cannot run (custom autograd functions) fall back to the loop.
     """
+    if isinstance(max_memory_mb, bool) or not isinstance(max_memory_mb, (int, float)):
+        raise BitrobustError(f"max_memory_mb must be a number, got {max_memory_mb!r}")
+    if not 0 <= max_memory_mb < float("inf"):
+        raise BitrobustError(f"max_memory_mb must be finite and >= 0, got {max_memory_mb!r}")
     clean = clean_run(deployment, data, batch_size) if clean is None else clean
     results: list[list[TrialResult]] = [[] for _ in fault_models]
     total, done = len(fault_models) * len(seeds), 0
-    for seed in seeds:
-        for index, faults, pattern in _sample_all(fault_models, deployment.target, seed):
-            trial = run_trial(deployment, faults, seed, data, clean, batch_size, pattern)
+    pending = (
+        (index, faults, seed, pattern)
+        for seed in seeds
+        for index, faults, pattern in _sample_all(fault_models, deployment.target, seed)
+    )
+    # memory faults only: an accelerator's emulated layers run one pattern per pass
+    runner = (
+        _PatternGroups(deployment, vectorize)
+        if isinstance(deployment, QuantizedDeployment)
+        else None
+    )
+    group_size = 1 if runner is None else runner.group_size(max_memory_mb, data, batch_size)
+    for group in _chunks(pending, group_size):
+        if runner is None or group_size == 1:
+            trials = [
+                run_trial(deployment, faults, seed, data, clean, batch_size, pattern)
+                for _, faults, seed, pattern in group
+            ]
+        else:
+            predictions = runner.predictions([item[3] for item in group], data, batch_size, clean)
+            trials = [
+                _trial_result(faults, seed, pattern, faulty, clean)
+                for (_, faults, seed, pattern), faulty in zip(group, predictions)
+            ]
+        for (index, faults, seed, _), trial in zip(group, trials):
             results[index].append(trial)
             done += 1
             if progress is not None:
                 progress(done, total, f"{faults.name} seed {seed}: RErr {100 * trial.rerr:.2f} %")
     return results
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _sample_all(
@@ -348,6 +433,240 @@ def _sample_all(
     return sorted(sampled, key=lambda item: item[0])
 
 
+# -- several patterns per pass over the data -------------------------------------------------
+
+Stage = tuple[str, nn.Module]
+"""A step of a chain model: its qualified name ("" for the whole model) and the module."""
+
+
+def chain_stages(module: nn.Module, depth: int | None = None) -> list[Stage]:
+    """``module`` as the chain of its descendants it might run in order: modules with
+    parameters or buffers of their own, or without children, are steps; the others are
+    replaced by their children, ``depth`` levels down (None: all the way). Whether the module
+    really runs them in order is not known from here: :func:`run_stages` is checked against
+    the module before any use."""
+
+    def expand(name: str, current: nn.Module, level: int) -> list[Stage]:
+        children = list(current.named_children())
+        own = [*current.parameters(recurse=False), *current.buffers(recurse=False)]
+        if not children or own or (depth is not None and level >= depth):
+            return [(name, current)]
+        return [
+            stage
+            for child_name, child in children
+            for stage in expand(f"{name}.{child_name}" if name else child_name, child, level + 1)
+        ]
+
+    return expand("", module, 0)
+
+
+def run_stages(
+    stages: Sequence[Stage],
+    parameters: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    start: int = 0,
+    stop: int | None = None,
+) -> torch.Tensor:
+    """``x`` through ``stages[start:stop]``, each run with its share of ``parameters``
+    substituted (``functional_call``)."""
+    for name, stage in stages[start:stop]:
+        own = _scoped(parameters, name)
+        x = functional_call(stage, own, (x,)) if own else stage(x)
+    return x
+
+
+def _scoped(parameters: Mapping[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    if not name:
+        return dict(parameters)
+    prefix = name + "."
+    return {
+        key[len(prefix) :]: value for key, value in parameters.items() if key.startswith(prefix)
+    }
+
+
+def _stage_of(stages: Sequence[Stage], parameter: str) -> int:
+    for index, (name, _) in enumerate(stages):
+        if not name or parameter.startswith(name + "."):
+            return index
+    raise BitrobustError(f"parameter {parameter!r} is in no stage of the chain")
+
+
+class _PatternGroups:
+    """Predictions of several memory fault patterns of one deployment in one pass over the
+    data, sharing the clean prefix of a chain model (see :func:`run_trials`)."""
+
+    def __init__(self, deployment: QuantizedDeployment, vectorize: bool):
+        self.module = deployment.module
+        self.qmodel = deployment.qmodel
+        self.vectorize = vectorize
+        self._chain: list[Stage] | None = None
+        self._chain_checked = False
+
+    def group_size(self, max_memory_mb: float, data: Data, batch_size: int) -> int:
+        """How many patterns fit in the budget: each holds its masks and faulty parameters
+        and, vectorized, one batch's activations."""
+        per_pattern = sum(5 * qt.codes.numel() for qt in self.qmodel.tensors.values())
+        if self.vectorize:
+            per_pattern += self._activation_bytes(data, batch_size)
+        return max(1, int(max_memory_mb * 2**20 // per_pattern))
+
+    def _activation_bytes(self, data: Data, batch_size: int) -> int:
+        """Bytes of every module output in a clean pass over the first batch."""
+        sizes: list[int] = []
+
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                sizes.append(output.numel() * output.element_size())
+
+        parameters = dict(self.qmodel.clean_parameters())
+        for images, labels in batches(data, batch_size):
+            hooks = [m.register_forward_hook(record) for m in self.module.modules()]
+            try:
+                _predict(self.module, parameters, (images, labels), len(images))
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            break
+        return sum(sizes)
+
+    def predictions(
+        self, patterns: Sequence[FaultPattern], data: Data, batch_size: int, clean: CleanRun
+    ) -> list[torch.Tensor]:
+        """Each pattern's predictions over ``data`` (the clean ones where nothing flips)."""
+        clean_parameters = self.qmodel.clean_parameters()
+        faulty = [i for i, pattern in enumerate(patterns) if pattern.num_flips() > 0]
+        substitutions = [patterns[i].parameters(self.qmodel) for i in faulty]
+        changed = [
+            {name for name, tensor in parameters.items() if tensor is not clean_parameters[name]}
+            for parameters in substitutions
+        ]
+        starts: list[int] = []
+        stacked: dict[int, tuple[list[int], dict[str, torch.Tensor]]] = {}
+        outputs: list[list[torch.Tensor]] = [[] for _ in faulty]
+        labels_seen = []
+        was_training = self.module.training
+        self.module.eval()
+        device = _device(self.module, clean_parameters)
+        try:
+            with torch.no_grad():
+                for images, labels in batches(data, batch_size) if faulty else ():
+                    x = images.to(device)
+                    if not starts:
+                        starts = [self._start(names, clean_parameters, x) for names in changed]
+                        if self.vectorize:
+                            stacked = _stack_by_start(starts, substitutions, changed)
+                    inputs = self._prefixes(clean_parameters, x, sorted(set(starts)))
+                    logits: list[torch.Tensor | None] = [None] * len(faulty)
+                    for start, (members, batched) in stacked.items() if self.vectorize else ():
+                        together = self._vmapped(start, batched, clean_parameters, inputs[start])
+                        for member, member_logits in zip(
+                            members, () if together is None else together
+                        ):
+                            logits[member] = member_logits
+                    for i, (start, parameters) in enumerate(zip(starts, substitutions)):
+                        if logits[i] is None:
+                            logits[i] = run_stages(
+                                self._stages(start), parameters, inputs[start], start
+                            )
+                    for output, pattern_logits in zip(outputs, logits):
+                        output.append(pattern_logits.argmax(dim=1).cpu())  # type: ignore[union-attr]
+                    labels_seen.append(labels.cpu())
+        finally:
+            self.module.train(was_training)
+        if faulty:
+            _check_same_labels(torch.cat(labels_seen), clean)
+        result = [clean.predictions] * len(patterns)
+        for i, output in zip(faulty, outputs):
+            result[i] = torch.cat(output)
+        return result
+
+    def _stages(self, start: int) -> list[Stage]:
+        """The chain from a shared prefix on, the whole model from the input."""
+        return self._chain if start > 0 and self._chain is not None else [("", self.module)]
+
+    def _start(
+        self, changed: set[str], clean_parameters: Mapping[str, torch.Tensor], x: torch.Tensor
+    ) -> int:
+        """The first chain stage a pattern changes, the stages before it shared; 0 (the whole
+        model, from the input) unless a chain pays (a stored layer precedes that stage) and
+        matches the model on ``x`` (checked once, only where it would pay)."""
+        if not self._chain_checked:
+            if self._first_changed(chain_stages(self.module), changed) == 0:
+                return 0
+            self._chain = self._checked_chain(clean_parameters, x)
+            self._chain_checked = True
+        return 0 if self._chain is None else self._first_changed(self._chain, changed)
+
+    def _first_changed(self, chain: Sequence[Stage], changed: set[str]) -> int:
+        if len(chain) < 2 or not changed:
+            return 0
+        start = min(_stage_of(chain, name) for name in changed)
+        stored_before = any(_stage_of(chain, name) < start for name in self.qmodel.tensors)
+        return start if stored_before else 0
+
+    def _prefixes(
+        self, clean_parameters: Mapping[str, torch.Tensor], x: torch.Tensor, starts: list[int]
+    ) -> dict[int, torch.Tensor]:
+        """The clean activations entering each of ``starts`` (ascending), each computed once."""
+        inputs, h, position = {0: x}, x, 0
+        for start in starts:
+            if start > 0 and self._chain is not None:
+                h = run_stages(self._chain, clean_parameters, h, position, start)
+                inputs[start], position = h, start
+        return inputs
+
+    def _checked_chain(
+        self, clean_parameters: Mapping[str, torch.Tensor], x: torch.Tensor
+    ) -> list[Stage] | None:
+        """The deepest chain decomposition whose clean logits on ``x`` equal the model's."""
+        reference = functional_call(self.module, dict(clean_parameters), (x,))
+        deepest, top = chain_stages(self.module), chain_stages(self.module, depth=1)
+        for stages in [deepest] if top == deepest else [deepest, top]:
+            if len(stages) > 1 and torch.equal(run_stages(stages, clean_parameters, x), reference):
+                return stages
+        return None
+
+    def _vmapped(
+        self,
+        start: int,
+        stacked: Mapping[str, torch.Tensor],
+        clean_parameters: Mapping[str, torch.Tensor],
+        h: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """The logits of patterns stacked along dim 0 from one vmap call, or None (and the
+        loop from now on) where vmap cannot run the model."""
+        stages = self._stages(start)
+        shared = {n: t for n, t in clean_parameters.items() if n not in stacked}
+
+        def one(batched: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+            return run_stages(stages, {**shared, **batched}, inputs, start)
+
+        try:
+            return vmap(one, in_dims=(0, None))(dict(stacked), h)
+        except Exception:  # noqa: BLE001 - e.g. autograd.Function without a vmap rule
+            self.vectorize = False
+            return None
+
+
+def _stack_by_start(
+    starts: Sequence[int],
+    substitutions: Sequence[Mapping[str, torch.Tensor]],
+    changed: Sequence[set[str]],
+) -> dict[int, tuple[list[int], dict[str, torch.Tensor]]]:
+    """start -> (the patterns that start there, their changed parameters stacked on dim 0)."""
+    groups: dict[int, list[int]] = {}
+    for i, start in enumerate(starts):
+        groups.setdefault(start, []).append(i)
+    stacked = {}
+    for start, members in groups.items():
+        names = set().union(*(changed[i] for i in members))
+        stacked[start] = (
+            members,
+            {n: torch.stack([substitutions[i][n] for i in members]) for n in sorted(names)},
+        )
+    return stacked
+
+
 # -- sweeps ---------------------------------------------------------------------------------
 
 
@@ -359,9 +678,12 @@ def evaluate_deployment(
     seed: int = 0,
     batch_size: int = 1000,
     progress: Progress | None = None,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    vectorize: bool = False,
 ) -> dict[str, Any]:
     """Err, and RErr statistics over ``patterns`` seeded patterns (seeds ``seed`` ..
     ``seed + patterns − 1``, the same for every fault model) for every fault model.
+    ``max_memory_mb`` and ``vectorize``: how many patterns share a pass (:func:`run_trials`).
 
     JSON-ready: ``err``, ``examples`` and one row per fault model with ``rerr_mean``,
     ``rerr_std``, ``rerr_min``, ``rerr_max``, its 95 % t interval ``rerr_ci_low``/``high``,
@@ -371,7 +693,10 @@ def evaluate_deployment(
         raise BitrobustError(f"patterns must be a positive integer, got {patterns!r}")
     clean = clean_run(deployment, data, batch_size)
     seeds = range(seed, seed + patterns)
-    trials = run_trials(deployment, fault_models, seeds, data, clean, batch_size, progress)
+    trials = run_trials(
+        deployment, fault_models, seeds, data, clean, batch_size, progress,
+        max_memory_mb=max_memory_mb, vectorize=vectorize,
+    )  # fmt: skip
     return {
         "err": clean.err,
         "examples": len(clean.labels),
@@ -406,13 +731,16 @@ def evaluate_fault_models(
     seed: int = 0,
     batch_size: int = 1000,
     progress: Progress | None = None,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    vectorize: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_deployment` for ``model`` quantized with ``scheme`` (memory faults).
     ``images`` may be a tensor (with ``labels``) or any :data:`Data` (``labels`` None)."""
     data = (images, labels) if labels is not None else images
     return evaluate_deployment(
-        QuantizedDeployment(model, scheme), data, fault_models, patterns, seed, batch_size, progress
-    )
+        QuantizedDeployment(model, scheme), data, fault_models, patterns, seed, batch_size,
+        progress, max_memory_mb=max_memory_mb, vectorize=vectorize,
+    )  # fmt: skip
 
 
 def evaluate_bit_errors(
@@ -426,6 +754,8 @@ def evaluate_bit_errors(
     batch_size: int = 1000,
     progress: Progress | None = None,
     sampler: int = SAMPLER_VERSION,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    vectorize: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_fault_models` for symmetric random bit errors at each rate (drawn with
     random bit error sampler ``sampler``)."""
@@ -440,4 +770,6 @@ def evaluate_bit_errors(
         seed=seed,
         batch_size=batch_size,
         progress=progress,
+        max_memory_mb=max_memory_mb,
+        vectorize=vectorize,
     )

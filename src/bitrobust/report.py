@@ -132,7 +132,7 @@ def plot_grid(
         ncols = 2 if count == 4 else min(count, 3)
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
-    figure = Figure(figsize=(4.5 * ncols, 3.5 * nrows), layout="constrained")
+    figure = Figure(figsize=(max(6.0, 4.5 * ncols), 3.5 * nrows + 0.6), layout="constrained")
     grid = figure.subplots(nrows, ncols, squeeze=False)
     handles: dict[str, Any] = {}  # one legend for all panels, first handle of each label
     for index, axes in enumerate(grid.flat):
@@ -151,7 +151,7 @@ def plot_grid(
         figure.legend(
             handles=list(handles.values()),
             loc="outside lower center",
-            ncols=min(len(handles), 4),
+            ncols=min(len(handles), 2 if ncols == 1 else 4),  # stays inside the figure
             fontsize="small",
         )
     if title:

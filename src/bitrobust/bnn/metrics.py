@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from bitrobust.bnn.folding import fold_batch_norm
 from bitrobust.bnn.layers import BinarizedBlock, BinarizedConv2d, check_binarized_network
 from bitrobust.errors import BitrobustError
+from bitrobust.evaluate import accuracy as shared_accuracy
 from bitrobust.names import IMPORTANCE_METHODS
 from bitrobust.stats import spearman
 
@@ -308,18 +309,12 @@ def bnn_metrics(
     }
 
 
-@torch.no_grad()
 def accuracy(
     model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
 ) -> float:
-    """Fraction of ``images`` that ``model`` (eval mode, its own weights) classifies right."""
-    model.eval()
-    device = _device(model)
-    hits = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size].to(device))
-        hits += int((logits.argmax(1).cpu() == labels[start : start + batch_size]).sum())
-    return hits / max(len(images), 1)
+    """Fraction of ``images`` that ``model`` (eval mode, its own weights) classifies right:
+    :func:`bitrobust.evaluate.accuracy` in this module's batches of 500."""
+    return shared_accuracy(model, images, labels, batch_size)
 
 
 def correlations(

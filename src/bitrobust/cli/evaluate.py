@@ -9,6 +9,7 @@ from bitrobust.cli.common import (
     add_data_options,
     add_device_option,
     emit,
+    float_type,
     int_type,
     load_checkpoint_arg,
     load_test_set,
@@ -47,6 +48,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=progress_printer(True, "evaluate"),
+        **({} if args.max_memory is None else {"max_memory_mb": args.max_memory}),
     )
     payload = {
         "checkpoint": str(args.checkpoint),
@@ -102,6 +104,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch-size", type=int_type("--batch-size"), default=1000, help="evaluation batch size"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=float_type("--max-memory", 0),
+        metavar="MB",
+        help="memory for the fault patterns that go through the test set together, sharing the "
+        "activations before the first layer they change (default 512; 0: one pattern per pass); "
+        "the results are the same",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)

@@ -31,21 +31,19 @@ def _signed_option(args: argparse.Namespace) -> bool | None:
 
 
 def _find_entry(name: str, data_dir: str | None):
-    from bitrobust.hw.multiplier import evoapprox_catalogue, user_catalogue
+    from bitrobust.data import evoapprox_dir
+    from bitrobust.hw.catalogue import evoapprox_catalogue, user_catalogue
 
-    for entry in user_catalogue() + evoapprox_catalogue(data_dir):
+    for entry in user_catalogue() + evoapprox_catalogue(evoapprox_dir(data_dir)):
         if entry.name == name:
             return entry
     return None
 
 
 def cmd_multipliers_list(args: argparse.Namespace) -> int:
-    from bitrobust.hw.multiplier import (
-        BUILTIN_EXAMPLES,
-        builtin,
-        evoapprox_catalogue,
-        user_catalogue,
-    )
+    from bitrobust.data import evoapprox_dir
+    from bitrobust.hw.catalogue import evoapprox_catalogue, user_catalogue
+    from bitrobust.hw.families import BUILTIN_EXAMPLES, builtin
     from bitrobust.report import markdown_table
 
     rows: list[dict[str, Any]] = []
@@ -65,7 +63,7 @@ def cmd_multipliers_list(args: argparse.Namespace) -> int:
             }
         )
     for entry, origin in [(e, "user") for e in user_catalogue()] + [
-        (e, "evoapprox") for e in evoapprox_catalogue(args.data_dir)
+        (e, "evoapprox") for e in evoapprox_catalogue(evoapprox_dir(args.data_dir))
     ]:
         rows.append(
             {
@@ -89,9 +87,12 @@ def cmd_multipliers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_multipliers_show(args: argparse.Namespace) -> int:
-    from bitrobust.hw.multiplier import load_multiplier
+    from bitrobust.data import evoapprox_dir
+    from bitrobust.hw.catalogue import load_multiplier
 
-    multiplier = load_multiplier(args.multiplier, args.data_dir, _signed_option(args))
+    multiplier = load_multiplier(
+        args.multiplier, evoapprox_dir(args.data_dir), _signed_option(args)
+    )
     metrics = multiplier.metrics()
     payload: dict[str, Any] = {
         "name": multiplier.name,
@@ -144,7 +145,8 @@ def cmd_multipliers_show(args: argparse.Namespace) -> int:
 
 
 def cmd_multipliers_import(args: argparse.Namespace) -> int:
-    from bitrobust.hw.multiplier import Multiplier, check_catalogue_name, load_file, user_dir
+    from bitrobust.hw.catalogue import check_catalogue_name, load_file, user_dir
+    from bitrobust.hw.tables import Multiplier
 
     if args.name is not None:
         check_catalogue_name(args.name)
@@ -182,7 +184,7 @@ def cmd_multipliers_import(args: argparse.Namespace) -> int:
 
 def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
 
-    from bitrobust.data import load_dataset
+    from bitrobust.data import evoapprox_dir, load_dataset
     from bitrobust.hw import PEFaults, evaluate_accelerator, load_multiplier, make_accelerator
 
     fault_rates = args.fault_rate or [0.0]
@@ -226,7 +228,7 @@ def cmd_accelerator_evaluate(args: argparse.Namespace) -> int:
             objective=args.mapping_objective,
             seed=args.seed,
         )
-    multiplier = load_multiplier(args.multiplier, args.data_dir)
+    multiplier = load_multiplier(args.multiplier, evoapprox_dir(args.data_dir))
     checkpoint = load_checkpoint_arg(args)
     if args.layer is not None:
         _check_layer(checkpoint.model, args.layer)

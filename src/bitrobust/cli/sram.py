@@ -255,17 +255,16 @@ def cmd_energy(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )  # fmt: skip
     baseline = err if args.baseline_err is None else args.baseline_err / 100
-    if not args.json:
-        print(f"Err {100 * err:.2f} % on {len(labels)} test examples; {mode}", file=sys.stderr)
+    print(f"Err {100 * err:.2f} % on {len(labels)} test examples; {mode}", file=sys.stderr)
 
-    def show(row: dict[str, Any]) -> None:
-        if not args.json:
-            print(
-                f"  V={row['voltage']:g}: p={100 * row.get('bit_error_rate', 0.0):.3g} %, "
-                f"RErr {100 * row['rerr_mean']:.2f} % (max {100 * row['rerr_max']:.2f}), "
-                f"saving {100 * row['energy_saving']:.1f} %",
-                file=sys.stderr,
-            )
+    def show(row: dict[str, Any]) -> None:  # progress: on stderr, also with --json
+        print(
+            f"  V={row['voltage']:g}: p={100 * row.get('bit_error_rate', 0.0):.3g} %, "
+            f"RErr {100 * row['rerr_mean']:.2f} % (max {100 * row['rerr_max']:.2f}), "
+            f"saving {100 * row['energy_saving']:.1f} %",
+            file=sys.stderr,
+            flush=True,
+        )
 
     point = find_operating_point(
         evaluate,

@@ -34,9 +34,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from bitrobust.bnn import is_binarized
-    from bitrobust.checkpoint import Architecture, save_checkpoint
+    from bitrobust.checkpoint import save_checkpoint
     from bitrobust.data import dataset_info, load_splits, subset
     from bitrobust.evaluate import error_rate, predict
+    from bitrobust.models.architecture import Architecture
     from bitrobust.quant import BINARY, QuantizedModel, QuantScheme
     from bitrobust.train import TrainConfig, train
     from bitrobust.train.progress import TrainingPrinter

@@ -11,6 +11,8 @@ data folder (:func:`resolve_data_dir`)::
     <data_dir>/fashion-mnist/  the same four names
     <data_dir>/cifar10/cifar-10-batches-py/   or <data_dir>/cifar-10-batches-py/   (extracted)
     <data_dir>/cifar10/cifar-10-python.tar.gz                                       (archive)
+    <data_dir>/evoapprox/      EvoApproxLib product tables (:func:`evoapprox_dir`, read by
+                               :mod:`bitrobust.hw.catalogue`)
 
 MNIST-style files must have their published md5. Missing files are downloaded from the
 official sources when ``download=True``; offline, a :class:`DatasetUnavailable` error says where
@@ -53,6 +55,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetUnavailable",
     "dataset_info",
+    "evoapprox_dir",
     "load_dataset",
     "load_splits",
     "resolve_data_dir",
@@ -61,6 +64,7 @@ __all__ = [
 
 DATA_DIR_ENV = "BITROBUST_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/bitrobust/data"
+EVOAPPROX_FOLDER = "evoapprox"
 # scikit-learn's digits: the first 1500 images train, the remaining 297 test (fixed, no RNG).
 DIGITS_TRAIN_SIZE = 1500
 
@@ -73,6 +77,12 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     if data_dir is None or os.fspath(data_dir) == "":
         data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
     return Path(os.path.abspath(os.path.expanduser(os.fspath(data_dir))))
+
+
+def evoapprox_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<data_dir>/evoapprox``, the EvoApproxLib tables' folder: what the CLI and the studies
+    pass to :func:`bitrobust.hw.catalogue.load_multiplier` (``hw`` knows no data folder)."""
+    return resolve_data_dir(data_dir) / EVOAPPROX_FOLDER
 
 
 def load_dataset(

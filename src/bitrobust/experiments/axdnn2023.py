@@ -32,8 +32,13 @@ from typing import Any
 import torch
 
 from bitrobust.bits import stable_seed
-from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
-from bitrobust.data import load_splits, subset
+from bitrobust.checkpoint import load_checkpoint, save_checkpoint
+from bitrobust.data import evoapprox_dir, load_splits, subset
+from bitrobust.evaluate import CleanRun, accuracy, clean_run, run_trial
+from bitrobust.hw import PEFaults, SystolicArray, deploy, load_multiplier
+from bitrobust.hw.deploy import AcceleratorDeployment
+from bitrobust.hw.mitigation import MitigationConfig, mitigate
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 from bitrobust.stats import spearman, summarize
 from bitrobust.train import TrainConfig, train
@@ -179,11 +184,6 @@ def evaluate_model(
     tag: str,
 ) -> dict[str, Any]:
     """The three parts of the study for one trained model."""
-    from bitrobust.evaluate import CleanRun, clean_run, run_trial
-    from bitrobust.hw import PEFaults, SystolicArray, accuracy, deploy, load_multiplier
-    from bitrobust.hw.deploy import AcceleratorDeployment
-    from bitrobust.hw.mitigation import MitigationConfig, mitigate
-
     calibration = train_images[: s.calibration]
     array = SystolicArray(s.array_size)
     data = (images, labels)
@@ -192,7 +192,7 @@ def evaluate_model(
 
     def deployment_for(name: str) -> tuple[AcceleratorDeployment, CleanRun]:
         if name not in deployed:
-            multiplier = load_multiplier(name, data_dir)
+            multiplier = load_multiplier(name, evoapprox_dir(data_dir))
             deployment = deploy(model, multiplier, array, calibration=calibration)
             deployed[name] = (deployment, clean_run(deployment, data))
         return deployed[name]

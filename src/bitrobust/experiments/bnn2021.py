@@ -28,11 +28,12 @@ import torch
 
 from bitrobust import stats
 from bitrobust.bnn import accuracy, bnn_metrics, correlations
-from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
+from bitrobust.checkpoint import load_checkpoint, save_checkpoint
 from bitrobust.data import dataset_info, load_splits, subset
 from bitrobust.evaluate import QuantizedDeployment, clean_run, run_trial
 from bitrobust.experiments import COMMITTED_SAMPLER
 from bitrobust.faults import RandomBitErrors
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import BINARY
 from bitrobust.report import markdown_table, plot_bnn_metrics, plot_error_curves
 from bitrobust.train import TrainConfig, train

@@ -21,10 +21,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bitrobust.bits import stable_seed
-from bitrobust.checkpoint import Architecture, load_checkpoint, save_checkpoint
+from bitrobust.checkpoint import load_checkpoint, save_checkpoint
 from bitrobust.data import dataset_info, load_splits, subset
 from bitrobust.evaluate import evaluate_bit_errors
 from bitrobust.experiments import COMMITTED_SAMPLER
+from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 from bitrobust.train import TrainConfig, train
 

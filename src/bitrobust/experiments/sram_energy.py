@@ -101,6 +101,7 @@ def run_sram_energy(
                     "met": point.met,
                     "voltage": chosen["voltage"],
                     "bit_error_rate": chosen.get("bit_error_rate"),
+                    "failing_cells": chosen.get("failing_cells"),
                     "energy_saving": chosen["energy_saving"] if point.met else 0.0,
                     "rerr": chosen["rerr"],
                 }
@@ -121,21 +122,32 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in ("rerr", "excess", "admissible")}
 
 
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{100 * value:.3g}"
+
+
 def savings_table(result: dict[str, Any]) -> str:
-    """Markdown: per model and budget, the voltage, bit error rate, RErr and energy saving."""
+    """Markdown: per model and budget, the voltage, bit error rate p (the probability that a
+    stored bit flips), the fraction of failing cells, RErr and energy saving."""
     rows = [
         {
             "model": s["model"],
             "budget": f"≤ +{100 * s['budget']:g} %",
             "voltage": f"{s['voltage']:.2f}" if s["met"] else f"none (best {s['voltage']:.2f})",
             "p": None if s["bit_error_rate"] is None else f"{100 * s['bit_error_rate']:.3g}",
+            "failing": None
+            if s.get("failing_cells") is None
+            else f"{100 * s['failing_cells']:.3g}",
             "rerr": 100 * s["rerr"],
             "saving": 100 * s["energy_saving"],
         }
         for s in result["savings"]
     ]
-    headers = ["model", "extra error", "V / V_min", "p (%)", "RErr (%)", "energy saving (%)"]
-    columns = ["model", "budget", "voltage", "p", "rerr", "saving"]
+    headers = [
+        "model", "extra error", "V / V_min", "p (%)", "failing cells (%)", "RErr (%)",
+        "energy saving (%)",
+    ]  # fmt: skip
+    columns = ["model", "budget", "voltage", "p", "failing", "rerr", "saving"]
     return markdown_table(rows, columns, headers)
 
 

@@ -3,6 +3,8 @@
 - :mod:`bitrobust.faults.core`: :class:`FaultPattern`, the :class:`FaultModel` interface,
   :class:`RandomBitErrors` (i.i.d., separate 0→1 and 1→0 rates) and :class:`ComposedFaults`
   (``a + b``).
+- :mod:`bitrobust.faults.memory`: where each stored bit lives in SRAM arrays (word layout,
+  seeded placements).
 - :mod:`bitrobust.faults.sram`: low-voltage SRAM chips (per-cell fail voltage and fail value),
   synthetic chips, the chip file format, :class:`VoltageErrorCurve` and :class:`ProfiledSRAM`.
 """
@@ -13,6 +15,7 @@ from bitrobust.faults.core import (
     FaultPattern,
     FaultTarget,
     RandomBitErrors,
+    StuckAtCells,
     as_target,
 )
 from bitrobust.faults.sram import (
@@ -36,6 +39,7 @@ __all__ = [
     "ProfiledSRAM",
     "RandomBitErrors",
     "SRAMChip",
+    "StuckAtCells",
     "VoltageErrorCurve",
     "as_target",
     "load_chip",

@@ -317,6 +317,51 @@ class RandomBitErrors(FaultModel):
         return [FaultPattern(masks, where) for masks, where in zip(patterns, touched)]
 
 
+class StuckAtCells(FaultModel):
+    """Permanently stuck memory cells (e.g. manufacturing defects or wear-out), independent of
+    the supply voltage: each stored bit's cell is stuck with probability ``rate``, at 1 with
+    probability ``stuck_at_one`` and else at 0. A stuck cell changes the stored bit only when
+    it holds the other value, so a stored 0 flips with probability ``rate · stuck_at_one`` and a
+    stored 1 with ``rate · (1 − stuck_at_one)``: :class:`RandomBitErrors` with those rates,
+    drawn from their own seed stream. ``layers`` and ``bits`` restrict the cells as there.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        stuck_at_one: float = 0.5,
+        *,
+        layers: Collection[str] | None = None,
+        bits: Collection[int] | None = None,
+    ) -> None:
+        self.rate = check_rate(rate, "stuck cell rate")
+        self.stuck_at_one = check_rate(stuck_at_one, "stuck_at_one")
+        self._errors = RandomBitErrors(
+            zero_to_one=self.rate * self.stuck_at_one,
+            one_to_zero=self.rate * (1 - self.stuck_at_one),
+            layers=layers,
+            bits=bits,
+        )
+
+    @property
+    def bit_error_rate(self) -> float:
+        """The probability that a stored bit flips for balanced data: half the stuck cells."""
+        return self.rate / 2
+
+    @property
+    def name(self) -> str:
+        parts = [f"rate={self.rate!r}", f"one={self.stuck_at_one!r}"]
+        if self._errors.layers is not None:
+            parts.append("layers=" + "|".join(self._errors.layers))
+        if self._errors.bits is not None:
+            parts.append("bits=" + "|".join(map(str, self._errors.bits)))
+        return f"stuck_at_cells({','.join(parts)},sampler={self._errors.sampler})"
+
+    def sample(self, target: QuantizedModel | FaultTarget, seed: int) -> FaultPattern:
+        _check_seed(seed)
+        return self._errors.sample(target, stable_seed("stuck-at-cells", seed))
+
+
 def _check_names(names: Collection[str] | None) -> tuple[str, ...] | None:
     if names is None:
         return None

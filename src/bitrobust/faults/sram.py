@@ -30,10 +30,10 @@ Chip file format (``.npz``, read with ``allow_pickle=False``):
 A ``.npy`` file holds one float array of shape (2, arrays, rows, columns): ``[0]`` is
 ``fail_voltage``, ``[1]`` ``fail_value``; its profiled range is [0, 1].
 
-Weights are laid out in the chip's arrays by :mod:`bitrobust.memory`; when the model needs more
-arrays than the chip has, the chip's arrays are reused (tiled). A :class:`ProfiledSRAM`'s seed
-picks the placement (offset and array order), so several placements of one model on one chip
-can be averaged.
+Weights are laid out in the chip's arrays by :mod:`bitrobust.faults.memory`; when the model
+needs more arrays than the chip has, the chip's arrays are reused (tiled). A
+:class:`ProfiledSRAM`'s seed picks the placement (offset and array order), so several
+placements of one model on one chip can be averaged.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import torch
 from bitrobust.bits import bit_planes, pack_bits, stable_seed
 from bitrobust.errors import BitrobustError
 from bitrobust.faults.core import FaultModel, FaultPattern, FaultTarget, _check_seed, as_target
-from bitrobust.memory import MemoryGeometry, Placement, model_cells
+from bitrobust.faults.memory import MemoryGeometry, Placement, model_cells
 from bitrobust.quant import QuantizedModel
 
 CHIP_FORMAT = "bitrobust-sram-chip/1"
@@ -442,7 +442,7 @@ class ProfiledSRAM(FaultModel):
     """Stuck cells of ``chip`` at ``voltage`` as a fault pattern on the stored weights.
 
     Bit b of a weight flips iff its cell fails at ``voltage`` and the stored bit differs from the
-    cell's fail value. The seed picks the placement (:mod:`bitrobust.memory`): ``"random"``
+    cell's fail value. The seed picks the placement (:mod:`bitrobust.faults.memory`): ``"random"``
     draws an offset and an array order per seed, ``"offset"`` only an offset, ``"linear"`` uses
     the identity placement for every seed. For one seed the flips at a lower voltage are a
     superset of those at a higher one. Protected bits (m < 8) are not stored and never flip.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bitrobust.errors import BitrobustError
-from bitrobust.hw.multiplier import SIZE, TABLE_SHAPE, Multiplier, check_table, infer_signed
+from bitrobust.hw.tables import SIZE, TABLE_SHAPE, Multiplier, check_table, infer_signed
 
 COMPILERS = ("cc", "gcc", "clang")
 COMPILE_TIMEOUT_S = 300

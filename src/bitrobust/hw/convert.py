@@ -19,8 +19,9 @@ from torch import nn
 
 from bitrobust.errors import BitrobustError
 from bitrobust.hw.accelerator import Accelerator
+from bitrobust.hw.catalogue import load_multiplier
 from bitrobust.hw.layers import EmulatedConv2d, EmulatedLayer, EmulatedLinear
-from bitrobust.hw.multiplier import Multiplier, load_multiplier
+from bitrobust.hw.tables import Multiplier
 from bitrobust.models.layers import Normalize, ReparameterizedGroupNorm
 
 #: Layers with parameters that may stay in float (they are not GEMMs on the array).
@@ -41,8 +42,10 @@ def to_accelerator(
     calibration: torch.Tensor | None = None,
     batch_size: int = 1000,
 ) -> nn.Module:
-    """A copy of ``model`` whose Linear/Conv2d layers use ``multiplier`` (name or object),
-    mapped onto ``accelerator`` (the PE array; None when no PE faults are studied).
+    """A copy of ``model`` whose Linear/Conv2d layers use ``multiplier`` (an object, or a
+    built-in, user-catalogue or file name: EvoApprox tables are loaded first with
+    :func:`~bitrobust.hw.catalogue.load_multiplier` and their folder), mapped onto
+    ``accelerator`` (the PE array; None when no PE faults are studied).
 
     ``calibration`` images fix each layer's activation range (recommended; else per batch).
     """

@@ -1,6 +1,7 @@
 """A model deployed on an emulated accelerator: the target of memory and datapath faults alike.
 
-    deployment = deploy(model, "mul8u_L40", SystolicArray(16), calibration=train_images[:1000])
+    multiplier = load_multiplier("mul8u_L40", evoapprox_dir)  # e.g. <data-dir>/evoapprox
+    deployment = deploy(model, multiplier, SystolicArray(16), calibration=train_images[:1000])
     faults = RandomBitErrors(0.01) + PEFaults(0.3, bit=14, stuck_at=1)
     result = run_trial(deployment, faults, seed=0, data=(images, labels))
 
@@ -27,7 +28,7 @@ from bitrobust.faults import FaultPattern
 from bitrobust.hw.accelerator import Accelerator, AcceleratorLayout
 from bitrobust.hw.convert import emulated_layers, to_accelerator
 from bitrobust.hw.layers import EmulatedLayer, datapath_faults, weight_scheme
-from bitrobust.hw.multiplier import Multiplier
+from bitrobust.hw.tables import Multiplier
 from bitrobust.quant import QuantizedModel
 
 

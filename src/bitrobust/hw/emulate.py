@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from bitrobust.errors import BitrobustError
 from bitrobust.hw import kernel
-from bitrobust.hw.multiplier import SIZE, Multiplier
+from bitrobust.hw.tables import SIZE, Multiplier
+from bitrobust.quant import operand_values
 
 PRODUCT_BITS = 16
 ACCUMULATOR_BITS = 32
@@ -58,10 +59,9 @@ KERNEL_COLUMN_MAX_ELEMENTS = 1 << 20
 SKIP_SAMPLE = 1 << 14
 
 
-def decode(codes: torch.Tensor, signed: bool) -> torch.Tensor:
-    """uint8 operand patterns → int32 values (int8 two's complement when ``signed``)."""
-    values = codes.to(torch.int32)
-    return torch.where(values >= 128, values - SIZE, values) if signed else values
+decode = operand_values
+"""uint8 operand patterns → int32 values (int8 two's complement when ``signed``): the one
+decode of :mod:`bitrobust.quant`."""
 
 
 def force_bit(

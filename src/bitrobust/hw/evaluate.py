@@ -21,30 +21,13 @@ from torch import nn
 
 from bitrobust import stats
 from bitrobust.errors import BitrobustError
-from bitrobust.evaluate import CleanRun, Progress, clean_run, run_trial
+from bitrobust.evaluate import CleanRun, Progress, accuracy, clean_run, run_trial
 from bitrobust.faults import FaultModel
 from bitrobust.hw.accelerator import Accelerator
+from bitrobust.hw.catalogue import load_multiplier
 from bitrobust.hw.deploy import AcceleratorDeployment, deploy
 from bitrobust.hw.mitigation import MitigationConfig, mitigate
-from bitrobust.hw.multiplier import Multiplier, load_multiplier
-
-
-@torch.no_grad()
-def accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
-) -> float:
-    """Fraction of ``images`` classified as ``labels`` (eval mode; the mode is restored)."""
-    was_training = model.training
-    model.eval()
-    device = next(iter(model.parameters())).device
-    correct = 0
-    try:
-        for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size].to(device))
-            correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
-    finally:
-        model.train(was_training)
-    return correct / max(1, len(images))
+from bitrobust.hw.tables import Multiplier
 
 
 def evaluate_accelerator(

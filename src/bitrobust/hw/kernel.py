@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from bitrobust.errors import BitrobustError
+from bitrobust.hw.ccompile import find_compiler
 
 KERNEL_ENV = "BITROBUST_KERNEL"
 CACHE_DIR = "~/.cache/bitrobust/kernels"
@@ -166,8 +167,6 @@ def _machine_tag() -> str:
 
 
 def _compile(target: Path) -> None:
-    from bitrobust.hw.ccompile import find_compiler
-
     compiler = find_compiler()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bitrobust-kernel-") as tmp:

@@ -40,7 +40,7 @@ from torch import nn
 
 from bitrobust.errors import BitrobustError
 from bitrobust.hw.emulate import LayerFault, integer_gemm
-from bitrobust.hw.multiplier import Multiplier
+from bitrobust.hw.tables import Multiplier
 from bitrobust.quant import (
     QuantizedTensor,
     QuantScheme,
@@ -251,6 +251,14 @@ class EmulatedConv2d(EmulatedLayer):
             raise BitrobustError(f"Conv2d input must be (N, C, H, W), got {tuple(codes.shape)}")
         kernel = tuple(self.weight.shape[2:])
         ph, pw = self.padding
+        if self.dilation == (1, 1):  # im2col on the uint8 codes: windows as views, one copy
+            planes = codes
+            if ph or pw:
+                planes = F.pad(planes, (pw, pw, ph, ph), value=zero & 0xFF)
+            (kh, kw), (sh, sw) = kernel, self.stride
+            windows = planes.unfold(2, kh, sh).unfold(3, kw, sw)  # (N, C, OH, OW, kh, kw)
+            rows = windows.permute(0, 2, 3, 1, 4, 5)  # (N, OH, OW, C, kh, kw): F.unfold's order
+            return rows.reshape(-1, codes.shape[1] * kh * kw)
         planes = codes.to(torch.float32)
         if ph or pw:
             planes = F.pad(planes, (pw, pw, ph, ph), value=float(zero & 0xFF))

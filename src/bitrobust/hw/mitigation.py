@@ -68,11 +68,14 @@ import torch
 from torch import nn
 
 from bitrobust.errors import BitrobustError
+from bitrobust.evaluate import accuracy
 from bitrobust.faults import FaultPattern
 from bitrobust.hw.convert import emulated_layers
+from bitrobust.hw.deploy import AcceleratorDeployment
 from bitrobust.hw.emulate import PRODUCT_BITS, LayerFault, decode, force_bit
 from bitrobust.hw.layers import EmulatedLayer, affine_qparams, datapath_faults, quantize_codes
-from bitrobust.hw.multiplier import SIZE
+from bitrobust.hw.tables import SIZE
+from bitrobust.train import Batches, FrozenWeights, fit
 
 METHODS = ("none", "fap", "fap-t", "falretune")
 OBJECTIVES = ("absolute", "centered")
@@ -313,8 +316,6 @@ def retune(
     """Fine-tune the weights and biases through the (faulty) emulated forward pass with a
     straight-through gradient; weights at ``frozen`` MACs (per layer, K×M) keep their codes.
     Returns the mean loss per epoch. The loop is :func:`bitrobust.train.fit`."""
-    from bitrobust.train import Batches, FrozenWeights, fit
-
     layers = emulated_layers(model)
     frozen = frozen or {}
     params = []
@@ -372,13 +373,13 @@ class Mitigated:
     bypassed where the hardware routes around them; memory faults unchanged, as they hit what
     is stored) and a JSON-ready summary."""
 
-    deployment: Any
+    deployment: AcceleratorDeployment
     pattern: FaultPattern
     summary: dict[str, Any]
 
 
 def mitigate(
-    deployment: Any,
+    deployment: AcceleratorDeployment,
     pattern: FaultPattern,
     config: MitigationConfig,
     images: torch.Tensor | None = None,
@@ -390,8 +391,6 @@ def mitigate(
     ``images``/``labels``: training examples (the first ``config.examples`` are used) for the
     activation histograms (on the fault-free accelerator) and retuning.
     """
-    from bitrobust.hw.deploy import AcceleratorDeployment
-
     summary: dict[str, Any] = {"method": config.method}
     if config.method == "none":
         return Mitigated(deployment, pattern, summary)
@@ -426,8 +425,6 @@ def _falretune(
     summary: dict[str, Any],
 ) -> nn.Module:
     """FaL-reTune on ``model`` (owned by the caller); returns the model kept by the guard."""
-    from bitrobust.hw.evaluate import accuracy
-
     layers = emulated_layers(model)
     histograms = activation_histograms(model, images)  # no faults active: fault free
 

@@ -1,17 +1,22 @@
 """Quantization-aware training with hardening methods: one loop, methods as small objects.
 
-- :mod:`.config`: :class:`TrainConfig` (hyper-parameters, model-dependent defaults) and
-  :class:`TrainHistory`;
+- :mod:`.config`: :class:`TrainConfig` (hyper-parameters, model-dependent defaults),
+  :class:`TrainHistory` and :class:`StepReport` (what the loop reports);
 - :mod:`.methods`: :class:`Normal`, :class:`Clipping`, :class:`RandBET`,
   :class:`BitFlipTraining` (by name: :func:`method_from_name`) and :class:`FrozenWeights`;
 - :mod:`.loop`: :func:`fit`, the loop, and :func:`train`, the usual entry;
 - :mod:`.progress`: a printer for the loop's callbacks (the loop itself prints nothing).
 """
 
-from bitrobust.train.config import BINARIZED_DEFAULTS, DEFAULTS, TrainConfig, TrainHistory
+from bitrobust.train.config import (
+    BINARIZED_DEFAULTS,
+    DEFAULTS,
+    StepReport,
+    TrainConfig,
+    TrainHistory,
+)
 from bitrobust.train.loop import (
     Batches,
-    StepReport,
     fit,
     make_optimizer,
     train,

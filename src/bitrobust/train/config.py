@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from bitrobust.bnn import is_binarized
 from bitrobust.errors import BitrobustError, check_rate
 from bitrobust.names import LOSSES, OPTIMIZERS, TRAIN_METHODS
 
@@ -84,8 +85,6 @@ class TrainConfig:
     def defaults_for(cls, model: nn.Module, **options: Any) -> TrainConfig:
         """A config with ``model``'s optimizer defaults (:data:`BINARIZED_DEFAULTS` for
         binarized models, else :data:`DEFAULTS`); ``options`` that are not None win."""
-        from bitrobust.bnn import is_binarized
-
         defaults = BINARIZED_DEFAULTS if is_binarized(model) else DEFAULTS
         given = {name: value for name, value in options.items() if value is not None}
         return cls(**{**defaults, **given})
@@ -114,6 +113,18 @@ class TrainHistory:
     loss: list[float] = field(default_factory=list)
     perturbed_loss: list[float] = field(default_factory=list)
     perturbed_fraction: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What a step callback hears: ``epoch`` and ``batch`` (0-based) of ``batches`` per epoch
+    and ``epochs`` in all, with the step's clean loss."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
 
 
 def _check_positive(what: str, value: object) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,21 +26,9 @@ from torch.utils.data import TensorDataset
 
 from bitrobust.bnn.training import modified_hinge_loss
 from bitrobust.quant import QuantScheme
-from bitrobust.train.config import TrainConfig, TrainHistory
+from bitrobust.train.config import StepReport, TrainConfig, TrainHistory
 from bitrobust.train.methods import LossFn, method_from_name
-
-
-@dataclass(frozen=True)
-class StepReport:
-    """What a step callback hears: ``epoch`` and ``batch`` (0-based) of ``batches`` per epoch
-    and ``epochs`` in all, with the step's clean loss."""
-
-    epoch: int
-    epochs: int
-    batch: int
-    batches: int
-    loss: float
-
+from bitrobust.train.progress import TrainingPrinter
 
 OnStep = Callable[[StepReport], None]
 OnEpoch = Callable[[int, TrainHistory], None]
@@ -142,8 +129,6 @@ def train(
     batches = Batches(images, labels, config.batch_size, config.seed, device)
     optimizer, scheduler = make_optimizer(model, config, max(1, config.epochs * len(batches)))
     if config.progress and on_step is None and on_epoch is None:
-        from bitrobust.train.progress import TrainingPrinter
-
         printer = TrainingPrinter()
         on_step, on_epoch = printer.on_step, printer.on_epoch
     history = fit(

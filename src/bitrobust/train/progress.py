@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from bitrobust.train.config import TrainHistory
-from bitrobust.train.loop import StepReport
+from bitrobust.train.config import StepReport, TrainHistory
 
 
 class TrainingPrinter:
