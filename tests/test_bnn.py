@@ -379,7 +379,7 @@ def test_evaluate_works_on_binarized_models_unchanged():
     model = tiny_mlp()
     randomize_batch_norm(model)
     images, labels = blobs().tensors
-    report = evaluate_bit_errors(model, BINARY, images, labels, [0.0, 0.2], patterns=2)
+    report = evaluate_bit_errors(model, BINARY, images, labels, [0.0, 0.2], patterns=2).to_json()
     assert report["results"][0]["rerr_mean"] == pytest.approx(report["err"])
     clean = predict(model, QuantizedModel.from_module(model, BINARY).dequantized(), images)
     assert torch.equal(clean, predict(model, {}, images))  # stored codes = the module's signs

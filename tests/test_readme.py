@@ -28,5 +28,5 @@ def test_the_library_example_runs(data_dir, capsys):
     }
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102
     assert namespace["trial"].flips > 0 and namespace["trial"].faulty_macs > 0
-    assert len(namespace["report"]["results"]) == 2
+    assert len(namespace["report"].results) == 2
     assert isinstance(namespace["faulty"], nn.Module)

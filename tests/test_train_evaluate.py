@@ -108,7 +108,8 @@ def test_bad_configs_are_user_errors():
 def test_rerr_is_at_least_err_and_grows_with_rate():
     model, scheme = trained("normal")
     images, labels = blobs(seed=1).tensors
-    report = evaluate_bit_errors(model, scheme, images, labels, [0.0, 0.01, 0.3], patterns=4)
+    rates = [0.0, 0.01, 0.3]
+    report = evaluate_bit_errors(model, scheme, images, labels, rates, patterns=4).to_json()
     rows = report["results"]
     assert rows[0]["rerr_mean"] == pytest.approx(report["err"])  # no flips: RErr = Err
     for row in rows:

@@ -154,9 +154,9 @@ def test_a_data_loader_gives_the_same_results_as_tensors():
     images, labels = _data(100)
     deployment = QuantizedDeployment(_mlp(), QuantScheme.preset("rquant"))
     faults = [RandomBitErrors(0.01), RandomBitErrors(0.1)]
-    from_tensors = evaluate_deployment(deployment, (images, labels), faults, patterns=3)
+    from_tensors = evaluate_deployment(deployment, (images, labels), faults, patterns=3).to_json()
     loader = DataLoader(TensorDataset(images, labels), batch_size=7)
-    from_loader = evaluate_deployment(deployment, loader, faults, patterns=3)
+    from_loader = evaluate_deployment(deployment, loader, faults, patterns=3).to_json()
     assert from_loader == from_tensors
     shuffled = DataLoader(TensorDataset(images, labels), batch_size=7, shuffle=True)
     with pytest.raises(BitrobustError, match="changed between passes"):
@@ -167,7 +167,9 @@ def test_evaluation_rows_report_rates_with_one_meaning():
     images, labels = _data()
     deployment = QuantizedDeployment(_mlp(), QuantScheme.preset("rquant"))
     faults = [RandomBitErrors(zero_to_one=0.02, one_to_zero=0.06)]
-    row = evaluate_deployment(deployment, (images, labels), faults, patterns=2)["results"][0]
+    evaluation = evaluate_deployment(deployment, (images, labels), faults, patterns=2)
+    assert [t.seed for t in evaluation.results[0].trials] == [0, 1]  # typed results
+    row = evaluation.to_json()["results"][0]
     assert row["bit_error_rate"] == pytest.approx(0.04)  # (p01 + p10) / 2
     assert (row["zero_to_one"], row["one_to_zero"]) == (0.02, 0.06)
     assert row["rerr_ci_low"] <= row["rerr_mean"] <= row["rerr_ci_high"]

@@ -175,6 +175,10 @@ def sparse_flip_mask(
 # -- sampling in O(flips) -------------------------------------------------------------------------
 
 
+NEVER = 2.0
+"""The draw of a repeated candidate in :func:`flip_candidates`: above every rate, never flips."""
+
+
 def ladder_levels(num_bits: int) -> int:
     """Levels of the rate ladder of :func:`flip_candidates` for ``num_bits`` bits: level j of L
     holds the draws in [2^(j-1-L), 2^(j-L)) (level 1 from 0). L grows with log2(num_bits), so
@@ -216,7 +220,7 @@ def bernoulli_positions(count: int, probability: float, generator: torch.Generat
         gaps = torch.floor(torch.log1p(-uniforms) / log_miss).clamp(max=count).to(torch.int64)
         gaps += 1
         positions = end + torch.cumsum(gaps, 0)
-        inside = positions[positions < count]
+        inside = positions[: int(torch.searchsorted(positions, count))]  # sorted: a slice
         pieces.append(inside)
         if len(inside) < chunk:
             break
@@ -233,8 +237,11 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
     with the conditional probability of a draw in its range. So the cost is O(flips) (about
     2·max_rate·num_bits candidates at most), and the candidates below a rate p do not depend
     on ``max_rate`` ≥ p: a pattern depends only on (seed, p, num_bits), and lower rates give
-    subsets. Positions are distinct int64 (in no particular order), draws float64; one CPU
-    generator seeded with ``seed``, so the result is the same on every machine and device.
+    subsets. Positions are int64 in no particular order, draws float64; a bit drawn again at a
+    higher level (that level's draws are for bits not drawn yet) keeps its first draw and the
+    repeat gets the draw :data:`NEVER`, above every rate, so each level's conditional
+    probability stays exact. One CPU generator seeded with ``seed``: the same result on every
+    machine and device.
     """
     check_rate(max_rate, "rate")
     generator = torch.Generator(device="cpu")
@@ -247,14 +254,17 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
         chosen = bernoulli_positions(num_bits, (high - low) / (1 - low), generator)
         offsets = torch.rand(len(chosen), generator=generator, dtype=torch.float64)
         byte, bit = chosen >> 3, (chosen & 7).to(torch.uint8)
+        draw = low + (high - low) * offsets
+        ones = torch.ones_like(bit) << bit
         if seen is None:
             seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)
-        else:
-            fresh = ((seen[byte] >> bit) & 1) == 0
-            chosen, offsets, byte, bit = chosen[fresh], offsets[fresh], byte[fresh], bit[fresh]
-        seen.index_add_(0, byte, torch.ones_like(bit) << bit)  # distinct bits: sum == OR
+        else:  # a bit drawn at a lower level keeps that draw: mark the repeat as never flipping
+            fresh = (seen[byte] & ones) == 0
+            draw = torch.where(fresh, draw, NEVER)
+            ones = torch.where(fresh, ones, 0)
+        seen.index_add_(0, byte, ones)  # distinct bits within a level: sum == OR
         positions.append(chosen)
-        draws.append(low + (high - low) * offsets)
+        draws.append(draw)
     if not positions:
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
     return torch.cat(positions), torch.cat(draws)
@@ -274,12 +284,15 @@ def candidate_flips(
 
     Bit position ``pos`` is bit ``pos % value_bits`` of code ``pos // value_bits``; it flips if
     its draw is below ``one_to_zero`` when the stored bit is 1, else below ``zero_to_one``,
-    and its bit is in ``allowed_bits``. ``positions`` must be distinct.
+    and its bit is in ``allowed_bits``. Repeated positions must carry :data:`NEVER` but once.
     """
     p01 = check_rate(zero_to_one, "zero_to_one")
     p10 = check_rate(one_to_zero, "one_to_zero")
-    index = positions // value_bits
-    bit = positions % value_bits
+    if value_bits & (value_bits - 1) == 0:  # 1, 2, 4 or 8 bits: shifts instead of division
+        shift = value_bits.bit_length() - 1
+        index, bit = positions >> shift, positions & (value_bits - 1)
+    else:
+        index, bit = positions // value_bits, positions % value_bits
     if p01 == p10:
         keep = draws < p01
     else:

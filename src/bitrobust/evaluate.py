@@ -680,14 +680,13 @@ def evaluate_deployment(
     progress: Progress | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     vectorize: bool = False,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Err, and RErr statistics over ``patterns`` seeded patterns (seeds ``seed`` ..
     ``seed + patterns − 1``, the same for every fault model) for every fault model.
     ``max_memory_mb`` and ``vectorize``: how many patterns share a pass (:func:`run_trials`).
 
-    JSON-ready: ``err``, ``examples`` and one row per fault model with ``rerr_mean``,
-    ``rerr_std``, ``rerr_min``, ``rerr_max``, its 95 % t interval ``rerr_ci_low``/``high``,
-    ``err_faulty_mean``, ``accuracy_loss_mean``, ``flips_mean`` and ``patterns``.
+    Returns an :class:`Evaluation`; its ``to_json()`` has ``err``, ``examples`` and one row per
+    fault model (:meth:`FaultModelResult.to_json`).
     """
     if isinstance(patterns, bool) or not isinstance(patterns, int) or patterns < 1:
         raise BitrobustError(f"patterns must be a positive integer, got {patterns!r}")
@@ -697,28 +696,70 @@ def evaluate_deployment(
         deployment, fault_models, seeds, data, clean, batch_size, progress,
         max_memory_mb=max_memory_mb, vectorize=vectorize,
     )  # fmt: skip
-    return {
-        "err": clean.err,
-        "examples": len(clean.labels),
-        "results": [summarize_trials(faults, rows) for faults, rows in zip(fault_models, trials)],
-    }
+    return Evaluation(
+        err=clean.err,
+        examples=len(clean.labels),
+        results=tuple(
+            FaultModelResult(faults, tuple(rows)) for faults, rows in zip(fault_models, trials)
+        ),
+    )
 
 
-def summarize_trials(fault_model: FaultModel, trials: Sequence[TrialResult]) -> dict[str, Any]:
-    """One JSON row for a fault model's trials: RErr statistics and means of the rest."""
-    rerr = stats.summarize([t.rerr for t in trials])
-    row: dict[str, Any] = {"fault_model": fault_model.name}
-    row.update({f"rerr_{key}": value for key, value in rerr.to_json(interval=False).items()})
-    row["rerr_ci_low"], row["rerr_ci_high"] = rerr.ci_low, rerr.ci_high
-    row["err_faulty_mean"] = stats.summarize([t.err_faulty for t in trials]).mean
-    row["accuracy_loss_mean"] = stats.summarize([t.accuracy_loss for t in trials]).mean
-    row["flips_mean"] = stats.summarize([float(t.flips) for t in trials]).mean
-    row["patterns"] = len(trials)
-    if isinstance(fault_model, RandomBitErrors):
-        row["bit_error_rate"] = fault_model.bit_error_rate
-        row["zero_to_one"] = fault_model.zero_to_one
-        row["one_to_zero"] = fault_model.one_to_zero
-    return row
+@dataclass(frozen=True, eq=False)
+class FaultModelResult:
+    """One fault model's trials (one per seed) and their statistics."""
+
+    fault_model: FaultModel
+    trials: tuple[TrialResult, ...]
+
+    @property
+    def rerr(self) -> stats.Summary:
+        """RErr over the patterns, with a 95 % t interval."""
+        return stats.summarize([t.rerr for t in self.trials])
+
+    @property
+    def err_faulty(self) -> stats.Summary:
+        return stats.summarize([t.err_faulty for t in self.trials])
+
+    @property
+    def accuracy_loss(self) -> stats.Summary:
+        return stats.summarize([t.accuracy_loss for t in self.trials])
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON row: ``rerr_mean``/``std``/``min``/``max``/``ci_low``/``ci_high``,
+        ``err_faulty_mean``, ``accuracy_loss_mean``, ``flips_mean``, ``patterns`` and, for
+        random bit errors, ``bit_error_rate``, ``zero_to_one``, ``one_to_zero``."""
+        rerr = self.rerr
+        row: dict[str, Any] = {"fault_model": self.fault_model.name}
+        row.update({f"rerr_{key}": value for key, value in rerr.to_json(interval=False).items()})
+        row["rerr_ci_low"], row["rerr_ci_high"] = rerr.ci_low, rerr.ci_high
+        row["err_faulty_mean"] = self.err_faulty.mean
+        row["accuracy_loss_mean"] = self.accuracy_loss.mean
+        row["flips_mean"] = stats.summarize([float(t.flips) for t in self.trials]).mean
+        row["patterns"] = len(self.trials)
+        faults = self.fault_model
+        if isinstance(faults, RandomBitErrors):
+            row["bit_error_rate"] = faults.bit_error_rate
+            row["zero_to_one"] = faults.zero_to_one
+            row["one_to_zero"] = faults.one_to_zero
+        return row
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """A sweep's result: the clean error, and one :class:`FaultModelResult` per fault model."""
+
+    err: float
+    examples: int
+    results: tuple[FaultModelResult, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"err", "examples", "results": [one row per fault model]}``."""
+        return {
+            "err": self.err,
+            "examples": self.examples,
+            "results": [result.to_json() for result in self.results],
+        }
 
 
 def evaluate_fault_models(
@@ -733,7 +774,7 @@ def evaluate_fault_models(
     progress: Progress | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     vectorize: bool = False,
-) -> dict[str, Any]:
+) -> Evaluation:
     """:func:`evaluate_deployment` for ``model`` quantized with ``scheme`` (memory faults).
     ``images`` may be a tensor (with ``labels``) or any :data:`Data` (``labels`` None)."""
     data = (images, labels) if labels is not None else images
@@ -756,7 +797,7 @@ def evaluate_bit_errors(
     sampler: int = SAMPLER_VERSION,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     vectorize: bool = False,
-) -> dict[str, Any]:
+) -> Evaluation:
     """:func:`evaluate_fault_models` for symmetric random bit errors at each rate (drawn with
     random bit error sampler ``sampler``)."""
     rates = [check_rate(rate, "bit error rate") for rate in bit_error_rates]

@@ -134,7 +134,7 @@ def campaign_bitrobust(context: dict[str, Any]) -> Entry:
             [RandomBitErrors(CAMPAIGN_RATE)], patterns=patterns, seed=k * patterns,
             batch_size=len(images),
         )  # fmt: skip
-        return report["results"][0]["rerr_mean"]
+        return report.results[0].rerr.mean
 
     return Entry(
         run, "evaluate_fault_models: quantize, clean pass, sample + functional_call, patterns "

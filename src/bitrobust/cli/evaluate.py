@@ -49,7 +49,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=progress_printer(True, "evaluate"),
         **({} if args.max_memory is None else {"max_memory_mb": args.max_memory}),
-    )
+    ).to_json()
     payload = {
         "checkpoint": str(args.checkpoint),
         "dataset": dataset,

@@ -172,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=progress_printer(True, "sram evaluate"),
-    )
+    ).to_json()
     for rates, row in zip(chip.rates_table(args.voltages), report["results"]):
         row.update(rates)
         row["energy_saving"] = energy_saving(row["voltage"])

@@ -140,7 +140,7 @@ def run_study(
                     patterns=settings.patterns,
                     seed=settings.seed,
                     sampler=sampler,
-                )
+                ).to_json()
                 if progress:
                     for row in report["results"]:
                         _log(

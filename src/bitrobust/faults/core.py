@@ -52,7 +52,7 @@ class FaultPattern:
                 f"mask for {name!r} must be uint8 of shape {tuple(qt.codes.shape)}, "
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
-        if bool((mask & qt.protected_mask).any()):
+        if qt.protected_mask and bool((mask & qt.protected_mask).any()):
             raise ValueError(f"mask for {name!r} flips protected bits")
         return mask.to(qt.codes.device)
 
