@@ -86,8 +86,15 @@ class FaultPattern:
         return parameters
 
     def num_flips(self) -> int:
-        """Total number of flipped bits."""
-        return sum(int(popcount(mask).sum()) for mask in self.masks.values())
+        """Total number of flipped bits (counted where the mask is nonzero when known)."""
+        total = 0
+        for name, mask in self.masks.items():
+            if name in self.touched:
+                index = torch.unique(self.touched[name]).to(mask.device)
+                total += int(popcount(mask.reshape(-1)[index]).sum())
+            else:
+                total += int(popcount(mask).sum())
+        return total
 
     def combine(self, other: FaultPattern) -> FaultPattern:
         """The pattern of applying ``self`` and then ``other`` (masks XOR, datapath faults of
