@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bitrobust.data import evoapprox_dir, load_dataset
-from bitrobust.hw import PEFaults, SystolicArray, kernel, load_multiplier, to_accelerator
+from bitrobust.hw import PEFaults, SystolicArray, deploy, kernel, load_multiplier, to_accelerator
 from bitrobust.models import build_model
 
 MODELS = {
@@ -102,9 +102,11 @@ def main() -> None:
             "exact8u": to_accelerator(model, "exact8u", calibration=calibration),
             args.multiplier: to_accelerator(model, multiplier, calibration=calibration),
         }
-        for site, fault_model in faults.items():
-            emulated[f"{args.multiplier}, 30 % PEs stuck {site} bit"] = to_accelerator(
-                model, multiplier, array, fault_model, seed=1, calibration=calibration
+        for site, fault_model in faults.items():  # the faulty model as an ordinary module
+            deployment = deploy(model, multiplier, array, calibration=calibration)
+            pattern = fault_model.sample(deployment.target, seed=1)
+            emulated[f"{args.multiplier}, 30 % PEs stuck {site} bit"] = deployment.faulty_module(
+                pattern
             )
         for label, converted in emulated.items():
             runs[label] = lambda converted=converted: predict(converted, images, args.batch)

@@ -45,3 +45,17 @@ def test_core_never_imports_the_command_line(graph, core):
     reached = graph.find_upstream_modules(f"bitrobust.{core}", as_package=True)
     assert "argparse" not in reached
     assert not {m for m in reached if m == "bitrobust.cli" or m.startswith("bitrobust.cli.")}
+
+
+def test_the_code_fingerprint_follows_the_sources(tmp_path):
+    from bitrobust.provenance import code_fingerprint, provenance
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    first = code_fingerprint(tmp_path)
+    assert first == code_fingerprint(tmp_path) and len(first) == 16
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert code_fingerprint(tmp_path) != first
+    record = provenance()
+    assert set(record) == {"bitrobust", "code"} and len(record["code"]) == 16

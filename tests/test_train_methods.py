@@ -127,3 +127,36 @@ def test_printer_writes_one_line_per_epoch_off_a_terminal():
     assert len(lines) == 2
     assert lines[0].startswith("epoch 1/2  loss ") and lines[0].endswith("  1.5 s")
     assert lines[1].startswith("epoch 2/2  loss ") and lines[1].endswith("  2.5 s")
+
+
+def test_bit_flip_training_against_any_fault_model():
+    """BFIT through the one fault contract: each step's flips are the fault model's pattern for
+    (seed, step) on the 1-bit codes, at its rates, with a straight-through gradient."""
+    from bitrobust.faults import RandomBitErrors, StuckAtCells
+    from bitrobust.quant import BINARY
+    from bitrobust.train import BitFlipTraining
+
+    torch.manual_seed(0)
+    model = build_model("bnn-mlp", in_channels=1, image_size=8, num_classes=4, hidden=[256])
+    method = BitFlipTraining(0.0, 0.0, seed=3, faults=RandomBitErrors(0.2))
+    method.start(model, BINARY)
+    clean = BitFlipTraining(0.0, 0.0, seed=3)
+    clean.start(model, BINARY)
+    plain = clean.parameters_for_step(model, 0)
+    first = method.parameters_for_step(model, 0)
+    assert method.binary and set(first) == set(plain)
+    total = sum(int((first[n] != plain[n]).sum()) for n in method.binary)
+    size = sum(plain[n].numel() for n in method.binary)
+    assert abs(total / size - 0.2) < 0.02
+    again = method.parameters_for_step(model, 0)
+    assert all(torch.equal(first[n], again[n]) for n in first)  # a step's pattern is a seed
+    other = method.parameters_for_step(model, 1)
+    assert any(not torch.equal(first[n], other[n]) for n in method.binary)
+    name = next(iter(method.binary))
+    first[name].sum().backward()  # straight through to the float weight
+    assert torch.equal(model.get_parameter(name).grad, torch.ones_like(first[name]))
+    stuck = BitFlipTraining(0.0, 0.0, faults=StuckAtCells(0.5, stuck_at_one=1.0))
+    stuck.start(model, BINARY)
+    towards_plus = stuck.parameters_for_step(model, 0)
+    for n in stuck.binary:  # cells stuck at 1 only ever turn −1 into +1
+        assert bool((towards_plus[n] >= plain[n]).all())

@@ -37,6 +37,7 @@ PEERS_BY_CONTENDER = {"pytorchfi": "pytorchfi", "mrfi": "mrfi"}
 
 def machine_info(settings: Settings, repeats: int) -> dict[str, Any]:
     from bitrobust import __version__
+    from bitrobust.provenance import code_fingerprint
 
     return {
         "cpu": cpu_name(),
@@ -45,6 +46,7 @@ def machine_info(settings: Settings, repeats: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "bitrobust": __version__,
+        "code": code_fingerprint(),
         "pytorchfi": peers.tool_version("pytorchfi"),
         "mrfi": peers.tool_version("mrfi"),
         "threads": torch.get_num_threads(),

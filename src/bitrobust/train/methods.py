@@ -41,14 +41,16 @@ from torch.func import functional_call
 from bitrobust.bits import sparse_flip_mask, stable_seed
 from bitrobust.bnn.training import random_sign_flips
 from bitrobust.errors import BitrobustError
-from bitrobust.faults import FaultPattern
+from bitrobust.faults import FaultModel, FaultPattern
 from bitrobust.quant import (
+    BINARY,
     QuantizedModel,
     QuantizedTensor,
     QuantScheme,
     fake_quantize,
     parameter_schemes,
     quantize,
+    straight_through,
 )
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -264,15 +266,27 @@ class BitFlipTraining(Normal):
     """Bit flip injection training of binarized networks (Buschjäger et al., BFIT): every
     forward pass sees the binary weights with a fresh pattern of sign flips, −1→+1 at
     ``zero_to_one`` and +1→−1 at ``one_to_zero`` (the binary code's 0→1 and 1→0);
-    straight-through gradient. Weights projected to ±``bound``."""
+    straight-through gradient. Weights projected to ±``bound``.
+
+    ``faults`` trains against any fault model of the one contract instead (e.g.
+    :class:`~bitrobust.faults.StuckAtCells`, or a chip's :class:`~bitrobust.faults.ProfiledSRAM`):
+    step ``s`` uses its pattern for seed ``stable_seed("bitflip", seed, s)`` on the step's
+    1-bit codes. Without it, the flips come from one fast generator with the same distribution
+    as :class:`~bitrobust.faults.RandomBitErrors` at those rates."""
 
     name = "bitflip"
 
     def __init__(
-        self, zero_to_one: float, one_to_zero: float, seed: int = 0, bound: float = 1.0
+        self,
+        zero_to_one: float,
+        one_to_zero: float,
+        seed: int = 0,
+        bound: float = 1.0,
+        faults: FaultModel | None = None,
     ) -> None:
         super().__init__(bound)
         self.rates = (zero_to_one, one_to_zero)
+        self.faults = faults
         self.seed = seed
         self.binary: set[str] = set()
         self.generator: torch.Generator | None = None
@@ -293,7 +307,19 @@ class BitFlipTraining(Normal):
     def parameters_for_step(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
         params = super().parameters_for_step(model, step)
         assert self.generator is not None, "start() first"
-        return flipped_parameters(params, self.binary, self.rates, self.generator)
+        if self.faults is None:
+            return flipped_parameters(params, self.binary, self.rates, self.generator)
+        codes = QuantizedModel(
+            {name: quantize(params[name], BINARY) for name in self.binary}, BINARY
+        )
+        pattern = self.faults.sample(codes, stable_seed("bitflip", self.seed, step))
+        faulty = pattern.parameters(codes)
+        return {
+            name: straight_through(value, faulty[name].to(value.dtype))
+            if name in self.binary
+            else value
+            for name, value in params.items()
+        }
 
 
 class FrozenWeights:
