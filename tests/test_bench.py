@@ -97,14 +97,15 @@ def test_quick_json_has_one_row_per_contender(data_dir, capsys):
 
 
 def test_missing_peer_tool_is_skipped_with_a_notice(data_dir, monkeypatch):
-    monkeypatch.setitem(sys.modules, "mrfi", None)  # import mrfi now raises ImportError
+    for tool in ("pytorchfi", "mrfi"):  # importing either now raises ImportError
+        monkeypatch.setitem(sys.modules, tool, None)
     log = io.StringIO()
     settings = Settings.for_mode(True, str(data_dir), 1)
     result = run_suite(["inject_p0.01"], settings, repeats=1, memory=False, log=log)
     assert "skipping contender mrfi" in log.getvalue()
-    assert [s["contender"] for s in result["skipped"]] == ["mrfi"]
+    assert [s["contender"] for s in result["skipped"]] == ["pytorchfi", "mrfi"]
     contenders = [row["contender"] for row in result["rows"]]
-    assert "mrfi" not in contenders and contenders[:2] == ["bitrobust", "limit"]
+    assert contenders == ["bitrobust", "limit"]
     assert all(row["peak_rss_mb"] is None for row in result["rows"])
 
 
