@@ -97,6 +97,8 @@ def test_quick_json_has_one_row_per_contender(data_dir, capsys):
 
 
 def test_missing_peer_tool_is_skipped_with_a_notice(data_dir, monkeypatch):
+    for name in [n for n in sys.modules if n.split(".")[0] in ("pytorchfi", "mrfi")]:
+        monkeypatch.setitem(sys.modules, name, None)  # even if an earlier test imported them
     for tool in ("pytorchfi", "mrfi"):  # importing either now raises ImportError
         monkeypatch.setitem(sys.modules, tool, None)
     log = io.StringIO()

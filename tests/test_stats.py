@@ -319,3 +319,11 @@ def test_stats_module_does_not_import_torch():
     code = "import sys, bitrobust.stats; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_constant_values_whose_mean_rounds_below_them():
+    """fmean of three equal floats can round one ulp below them: the summary stays in range."""
+    values = [349525.86800837645] * 3
+    for method in ("t", "bootstrap"):
+        s = summarize(values, method=method, resamples=50)
+        assert s.min <= s.mean <= s.max and s.ci_low <= s.mean <= s.ci_high

@@ -83,7 +83,8 @@ def summarize(
     if method not in SUMMARY_METHODS:
         raise ValueError(f"method must be one of {SUMMARY_METHODS}, got {method!r}")
     n = len(values)
-    mean = statistics.fmean(values)
+    smallest, largest = min(values), max(values)
+    mean = min(max(statistics.fmean(values), smallest), largest)  # rounding stays in range
     std = statistics.stdev(values) if n > 1 else 0.0
     low = high = None
     if n > 1 and method == "t":
@@ -93,7 +94,9 @@ def summarize(
         if resamples < 1:
             raise ValueError(f"resamples must be >= 1, got {resamples}")
         low, high = _bootstrap_interval(np.asarray(values), confidence, seed, resamples)
-    return Summary(mean, std, min(values), max(values), n, low, high, confidence, method)
+    if low is not None and high is not None:  # the interval holds the mean, to the last bit
+        low, high = min(low, mean), max(high, mean)
+    return Summary(mean, std, smallest, largest, n, low, high, confidence, method)
 
 
 def _bootstrap_interval(

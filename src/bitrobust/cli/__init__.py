@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -76,6 +77,22 @@ def _threads_from_environment() -> int | None:
         return None
 
 
+class _StderrHandler(logging.Handler):
+    """Writes records to the ``sys.stderr`` of the moment (which tests may swap)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def show_progress_on_stderr() -> None:
+    """The library logs its progress (``bitrobust`` loggers, INFO) and prints nothing; the
+    command shows those lines on stderr, once however often ``main`` runs."""
+    logger = logging.getLogger("bitrobust")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+
+
 def use_threads(count: int) -> None:
     """Run torch (and the BLAS/OpenMP libraries below it) on ``count`` CPU threads.
 
@@ -96,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         use_threads(args.threads or _threads_from_environment() or DEFAULT_THREADS)
+        show_progress_on_stderr()
         return args.handler(args)
     except BitrobustError as exc:
         print(f"bitrobust: error: {exc}", file=sys.stderr)

@@ -20,10 +20,10 @@ the output folder, keyed by a fingerprint of the settings that produced them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,7 +120,8 @@ def settings(quick: bool) -> AxSettings:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress of the study: the ``bitrobust`` logger at INFO (the CLI shows it on stderr)."""
+    logging.getLogger(__name__).info(message)
 
 
 def _fingerprint(value: Any) -> str:

@@ -14,11 +14,11 @@ Checkpoints and per-model results are cached in the output folder, so the study 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -540,4 +540,5 @@ def _scaled(value: float | None) -> float | None:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress of the study: the ``bitrobust`` logger at INFO (the CLI shows it on stderr)."""
+    logging.getLogger(__name__).info(message)

@@ -7,8 +7,8 @@ error rates, prints the table and writes ``demo.md`` and ``demo.png``. Uses MNIS
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ def pick_dataset(data_dir: str | os.PathLike | None) -> str:
         load_splits("mnist", data_dir)
         return "mnist"
     except BitrobustError as exc:
-        print(
-            f"notice: MNIST unavailable ({exc}); using scikit-learn's 8x8 digits", file=sys.stderr
+        logging.getLogger(__name__).info(
+            f"notice: MNIST unavailable ({exc}); using scikit-learn's 8x8 digits"
         )
         return "digits"
 

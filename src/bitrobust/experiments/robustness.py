@@ -9,9 +9,9 @@ resumes where it stopped without repeating or losing a model.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,7 +75,8 @@ class StudySettings:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress of the study: the ``bitrobust`` logger at INFO (the CLI shows it on stderr)."""
+    logging.getLogger(__name__).info(message)
 
 
 def _atomic_write(path: Path, text: str) -> None:

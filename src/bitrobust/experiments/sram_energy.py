@@ -9,8 +9,8 @@ budget of the *reference* model's clean Err (see :func:`bitrobust.energy.find_op
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,7 +81,9 @@ def run_sram_energy(
         point = find_operating_point(evaluate, voltages, 1.0, err, energy=energy)
         evaluated[label] = (err, point.rows)
         if progress:
-            print(f"  {label}: Err {100 * err:.2f} %, {len(point.rows)} voltages", file=sys.stderr)
+            logging.getLogger(__name__).info(
+                f"  {label}: Err {100 * err:.2f} %, {len(point.rows)} voltages"
+            )
 
     reference_err = evaluated[reference][0]
     rows, savings = [], []

@@ -8,9 +8,9 @@ error rates, and writes ``stutz2021.md`` (tables + the ordering check against th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -125,7 +125,7 @@ def sram_energy(
         images, labels = subset(load_dataset(dataset, "test", data_dir), study.test_limit).tensors
         labels_seen = [label for label, _ in models]
         reference = "8 bit Normal" if "8 bit Normal" in labels_seen else labels_seen[0]
-        print(f"[{dataset}] SRAM chips: {len(models)} models", file=sys.stderr, flush=True)
+        logging.getLogger(__name__).info(f"[{dataset}] SRAM chips: {len(models)} models")
         result = run_sram_energy(
             models,
             images,

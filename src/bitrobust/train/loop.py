@@ -15,6 +15,7 @@ the callbacks it is given (:mod:`.progress` has a printer).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 
@@ -120,16 +121,17 @@ def train(
 ) -> TrainHistory:
     """Train ``model`` in place, quantization-aware with ``scheme``, with ``method`` (default:
     the one ``config.method`` names) and ``config``'s optimizer and schedule; returns the loss
-    history and leaves the model in eval mode. Without callbacks and with ``config.progress``
-    the standard stderr printer of :mod:`.progress` reports."""
+    history and leaves the model in eval mode. Without callbacks and with ``config.progress``,
+    one line per epoch goes to the ``bitrobust.train`` logger at INFO (nothing is printed)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).train()
     torch.manual_seed(config.seed)
     images, labels = train_set.tensors[0], train_set.tensors[1]
     batches = Batches(images, labels, config.batch_size, config.seed, device)
     optimizer, scheduler = make_optimizer(model, config, max(1, config.epochs * len(batches)))
-    if config.progress and on_step is None and on_epoch is None:
-        printer = TrainingPrinter()
+    if config.progress and on_step is None and on_epoch is None:  # the library prints nothing
+        log = logging.getLogger("bitrobust.train").info
+        printer = TrainingPrinter(bar=False, lines=True, write=log)
         on_step, on_epoch = printer.on_step, printer.on_epoch
     history = fit(
         model,

@@ -16,7 +16,7 @@ class TrainingPrinter:
     """``on_step`` and ``on_epoch`` callbacks that report to ``stream`` (default stderr).
 
     ``bar``: a tqdm bar per epoch (default: when the stream is a terminal); ``lines``: one line
-    per epoch (default: when it is not)."""
+    per epoch (default: when it is not), through ``write`` when given (e.g. a logger)."""
 
     def __init__(
         self,
@@ -24,8 +24,10 @@ class TrainingPrinter:
         bar: bool | None = None,
         lines: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        write: Callable[[str], None] | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
+        self.write = write or (lambda line: print(line, file=self.stream, flush=True))
         terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar = terminal if bar is None else bar
         self.lines = (not terminal) if lines is None else lines
@@ -65,4 +67,4 @@ class TrainingPrinter:
                     f"  perturbed loss {history.perturbed_loss[-1]:.4f}"
                     f" ({100 * history.perturbed_fraction[-1]:.0f} % of steps)"
                 )
-            print(f"{line}  {seconds:.1f} s", file=self.stream, flush=True)
+            self.write(f"{line}  {seconds:.1f} s")
