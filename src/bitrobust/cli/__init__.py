@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from bitrobust.cli.common import int_type
 from bitrobust.errors import BitrobustError
 
 COMMAND_MODULES = ("train", "evaluate", "studies", "sram", "bnn", "hw", "bench")
@@ -60,20 +61,13 @@ def _command_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentP
     return found
 
 
-def _thread_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+_thread_count = int_type("--threads", 1)
 
 
 def _threads_from_environment() -> int | None:
     try:
         return _thread_count(os.environ.get("OMP_NUM_THREADS", ""))
-    except argparse.ArgumentTypeError:
+    except BitrobustError:
         return None
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bitrobust.cli.common import add_data_options
+from bitrobust.cli.common import add_data_options, int_type
 from bitrobust.errors import BitrobustError
 
 TASK_NAMES = (
@@ -64,16 +64,6 @@ def table(result: dict) -> str:
     return header + "\n\n" + markdown_table(rows, columns, headers) + skipped
 
 
-def _repeats(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
@@ -87,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (a few minutes)")
     p.add_argument("--tasks", help=f"comma-separated subset of: {TASK_NAMES}")
     p.add_argument(
-        "--repeats", type=_repeats, help="timed rounds per task (default 3, 1 with --quick)"
+        "--repeats",
+        type=int_type("--repeats", 1),
+        help="timed rounds per task (default 3, 1 with --quick)",
     )
     p.add_argument("--out", help="also write the JSON result to this file")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")
