@@ -125,17 +125,8 @@ def accuracy(
 ) -> float:
     """Fraction of ``images`` that ``model``, run as it is (its own weights, any datapath
     faults active around the call), classifies as ``labels``; eval mode, the mode restored."""
-    was_training = model.training
-    model.eval()
-    device = next(iter(model.parameters())).device
-    correct = 0
-    try:
-        for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size].to(device))
-            correct += int((logits.argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
-    finally:
-        model.train(was_training)
-    return correct / max(1, len(images))
+    predictions, _ = _predict(model, {}, (images, labels), batch_size)
+    return int((predictions == labels).sum()) / max(1, len(images))
 
 
 # -- deployments ----------------------------------------------------------------------------
@@ -300,18 +291,20 @@ def run_trial(
     clean = clean_run(deployment, data, batch_size) if clean is None else clean
     if pattern is None:
         pattern = fault_model.sample(deployment.target, seed)
-    if pattern.num_flips() == 0 and not pattern.datapath:
+    flips = pattern.num_flips()
+    if flips == 0 and not pattern.datapath:
         predictions = clean.predictions  # nothing changes: skip the pass
     else:
         predictions, labels = deployment.predict(pattern, data, batch_size)
         _check_same_labels(labels, clean)
-    return _trial_result(fault_model, seed, pattern, predictions, clean)
+    return _trial_result(fault_model, seed, pattern, flips, predictions, clean)
 
 
 def _trial_result(
     fault_model: FaultModel,
     seed: int,
     pattern: FaultPattern,
+    flips: int,
     predictions: torch.Tensor,
     clean: CleanRun,
 ) -> TrialResult:
@@ -320,7 +313,7 @@ def _trial_result(
         seed=int(seed),
         rerr=robust_error(clean.predictions, predictions, clean.labels),
         err_faulty=error_rate(predictions, clean.labels),
-        flips=pattern.num_flips(),
+        flips=flips,
         err_clean=clean.err,
         examples=len(clean.labels),
         faulty_macs=sum(int(fault.mask.sum()) for fault in pattern.datapath.values()),
@@ -390,10 +383,12 @@ def run_trials(
                 for _, faults, seed, pattern in group
             ]
         else:
-            predictions = runner.predictions([item[3] for item in group], data, batch_size, clean)
+            patterns = [item[3] for item in group]
+            flips = [pattern.num_flips() for pattern in patterns]
+            predictions = runner.predictions(patterns, flips, data, batch_size, clean)
             trials = [
-                _trial_result(faults, seed, pattern, faulty, clean)
-                for (_, faults, seed, pattern), faulty in zip(group, predictions)
+                _trial_result(faults, seed, pattern, count, faulty, clean)
+                for (_, faults, seed, pattern), count, faulty in zip(group, flips, predictions)
             ]
         for (index, faults, seed, _), trial in zip(group, trials):
             results[index].append(trial)
@@ -530,11 +525,17 @@ class _PatternGroups:
         return sum(sizes)
 
     def predictions(
-        self, patterns: Sequence[FaultPattern], data: Data, batch_size: int, clean: CleanRun
+        self,
+        patterns: Sequence[FaultPattern],
+        flips: Sequence[int],
+        data: Data,
+        batch_size: int,
+        clean: CleanRun,
     ) -> list[torch.Tensor]:
-        """Each pattern's predictions over ``data`` (the clean ones where nothing flips)."""
+        """Each pattern's predictions over ``data`` (the clean ones where nothing flips:
+        ``flips`` gives each pattern's flipped bits)."""
         clean_parameters = self.qmodel.clean_parameters()
-        faulty = [i for i, pattern in enumerate(patterns) if pattern.num_flips() > 0]
+        faulty = [i for i, count in enumerate(flips) if count > 0]
         substitutions = [patterns[i].parameters(self.qmodel) for i in faulty]
         changed = [
             {name for name, tensor in parameters.items() if tensor is not clean_parameters[name]}

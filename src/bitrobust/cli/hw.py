@@ -303,13 +303,13 @@ def _memory_faults(args: argparse.Namespace) -> Any:
 
 
 def _compose(*faults: Any) -> Any:
+    """The given fault models composed (``a + b``), the one alone, or None."""
+    from bitrobust.faults import ComposedFaults
+
     present = [f for f in faults if f is not None]
-    if not present:
-        return None
-    total = present[0]
-    for more in present[1:]:
-        total = total + more
-    return total
+    if len(present) < 2:
+        return present[0] if present else None
+    return ComposedFaults(*present)
 
 
 def _check_layer(model: Any, layer: str) -> None:

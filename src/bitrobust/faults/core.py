@@ -117,7 +117,7 @@ class FaultPattern:
 class FaultTarget:
     """What a fault model samples a pattern for: the stored codes (``qmodel``) and, for a
     model deployed on an emulated accelerator, its datapath layout (``datapath``: the PE array
-    and each layer's GEMM shape, see :class:`bitrobust.hw.deploy.AcceleratorLayout`)."""
+    and each layer's GEMM shape, see :class:`bitrobust.hw.accelerator.AcceleratorLayout`)."""
 
     qmodel: QuantizedModel
     datapath: Any = None

@@ -22,7 +22,7 @@ from torch import nn
 from bitrobust import stats
 from bitrobust.errors import BitrobustError
 from bitrobust.evaluate import CleanRun, Progress, accuracy, clean_run, run_trial
-from bitrobust.faults import FaultModel
+from bitrobust.faults import FaultModel, FaultPattern
 from bitrobust.hw.accelerator import Accelerator
 from bitrobust.hw.catalogue import load_multiplier
 from bitrobust.hw.deploy import AcceleratorDeployment, deploy
@@ -71,12 +71,13 @@ def evaluate_accelerator(
     deployment = deploy(model, multiplier, accelerator, calibration, batch_size)
     data = (images, labels)
     clean = clean_run(deployment, data, batch_size)
-    for faults in models:  # sample once up front: bad layers or a missing array fail early
-        faults.sample(deployment.target, seed)
+    # each model's first pattern up front: bad layers or a missing array fail before any trial
+    firsts = [faults.sample(deployment.target, seed) for faults in models]
     reports = [
         _fault_model_report(
             deployment,
             faults,
+            first,
             data,
             clean,
             patterns,
@@ -87,7 +88,7 @@ def evaluate_accelerator(
             train_images,
             train_labels,
         )  # fmt: skip
-        for faults in models
+        for faults, first in zip(models, firsts)
     ]
     base = {
         "multiplier": multiplier.name,
@@ -124,6 +125,7 @@ def evaluate_accelerator(
 def _fault_model_report(
     deployment: AcceleratorDeployment,
     faults: FaultModel,
+    first: FaultPattern,
     data: tuple[torch.Tensor, torch.Tensor],
     clean: CleanRun,
     patterns: int,
@@ -134,11 +136,12 @@ def _fault_model_report(
     train_images: torch.Tensor | None,
     train_labels: torch.Tensor | None,
 ) -> dict[str, Any]:
-    """The trials of one fault model (and, with ``mitigation``, of each mitigated pattern)."""
+    """The trials of one fault model (and, with ``mitigation``, of each mitigated pattern);
+    ``first`` is its pattern for ``seed``, already sampled."""
     mitigates = mitigation is not None and mitigation.method != "none"
     rows = []
     for index in range(patterns):
-        pattern = faults.sample(deployment.target, seed + index)
+        pattern = first if index == 0 else faults.sample(deployment.target, seed + index)
         trial = run_trial(deployment, faults, seed + index, data, clean, batch_size, pattern)
         row: dict[str, Any] = {
             "seed": seed + index,
