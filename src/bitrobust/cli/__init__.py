@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from bitrobust.cli.common import int_type
 from bitrobust.errors import BitrobustError
 
-COMMAND_MODULES = ("train", "evaluate", "studies", "sram", "bnn", "hw", "bench")
+COMMAND_MODULES = ("train", "evaluate", "studies", "campaign", "sram", "bnn", "hw", "bench")
 
 DEFAULT_THREADS = 1
 """CPU threads per process unless ``--threads`` says otherwise. Measured: the demo takes 21 s

@@ -1,0 +1,237 @@
+"""What an executor runs: a training job, or a task of trials on one deployment.
+
+Both take and return plain data (dicts, lists, numbers), so any executor — this process, a
+process pool, Ray workers on other machines — can run them and gets the same result. A worker
+keeps the last deployments it built (model, quantization or accelerator, the test data and its
+fault-free run), so the trials of one model cost one load. Trials run with one intra-op thread
+per worker (set by the executor), which keeps their floating-point results identical on every
+executor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from bitrobust.errors import BitrobustError
+
+_DEPLOYMENTS: OrderedDict[str, Any] = OrderedDict()
+_KEEP_DEPLOYMENTS = 2
+_CHIPS: dict[str, Any] = {}
+
+
+def environment(device: str = "cpu") -> dict[str, str]:
+    """The provenance columns of a trial row."""
+    import torch
+
+    from bitrobust import __version__
+
+    return {"package_version": __version__, "torch_version": torch.__version__, "device": device}
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def build_recipe(recipe: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """The untrained model, its architecture, scheme and training config of a recipe (raises
+    BitrobustError for an inconsistent recipe, e.g. clipping without w_max)."""
+    import torch
+
+    from bitrobust.models.architecture import Architecture
+    from bitrobust.quant import BINARY, QuantScheme
+    from bitrobust.train import TrainConfig
+
+    torch.manual_seed(recipe["training_seed"])
+    architecture = Architecture.for_dataset(
+        recipe["architecture"], recipe["dataset"], recipe["options"]
+    )
+    model = architecture.build()
+    if recipe["quantization"] == "binary":
+        scheme = BINARY
+    else:
+        scheme = QuantScheme.preset(
+            recipe["quantization"], bits=recipe["bits"], w_max=recipe["w_max"]
+        )
+    config = TrainConfig.defaults_for(
+        model,
+        method=recipe["method"],
+        epochs=recipe["epochs"],
+        batch_size=recipe["batch_size"],
+        lr=recipe["lr"],
+        optimizer=recipe["optimizer"],
+        weight_decay=recipe["weight_decay"],
+        loss=recipe["loss"],
+        w_max=recipe["w_max"],
+        bit_error_rate=recipe["bit_error_rate"],
+        seed=recipe["training_seed"],
+        progress=False,
+    )
+    return model, architecture, scheme, config
+
+
+def run_training(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one recipe and save its checkpoint atomically; ``job``: ``recipe``,
+    ``fingerprint``, ``checkpoint``, ``data_dir``."""
+    from bitrobust.checkpoint import save_checkpoint
+    from bitrobust.data import load_splits, subset
+    from bitrobust.train import train
+
+    started = time.perf_counter()
+    recipe = job["recipe"]
+    model, architecture, scheme, config = build_recipe(recipe)
+    train_set, _ = load_splits(recipe["dataset"], job["data_dir"])
+    train_set = subset(train_set, recipe["train_limit"])
+    history = train(model, scheme, train_set, config)
+    path = Path(job["checkpoint"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    save_checkpoint(
+        partial,
+        model,
+        architecture,
+        scheme,
+        {**config.to_dict(), "fingerprint": job["fingerprint"], "loss_history": history.loss},
+    )
+    os.replace(partial, path)
+    return {
+        "fingerprint": job["fingerprint"],
+        "checkpoint": str(path),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# -- trials ----------------------------------------------------------------------------------
+
+
+def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the trials of ``task`` (one deployment, one fault model, several seeds); returns one
+    dict per trial: ``trial_id``, ``seed``, ``metrics``, ``wall_s``."""
+    from bitrobust.evaluate import run_trials
+
+    deployment, data, clean = prepared(task)
+    fault_model = build_fault_model(task["setting"], task["data_dir"])
+    seeds = [seed for _, seed in task["trials"]]
+    started = time.perf_counter()
+    results = run_trials(deployment, [fault_model], seeds, data, clean, task["batch_size"])[0]
+    wall = (time.perf_counter() - started) / len(seeds)
+    return [
+        {"trial_id": trial_id, "seed": seed, "metrics": trial_metrics(result), "wall_s": wall}
+        for (trial_id, seed), result in zip(task["trials"], results)
+    ]
+
+
+def trial_metrics(result: Any) -> dict[str, Any]:
+    """The metric columns of a trial row, with the error counts that proportion intervals need."""
+    n = result.examples
+    return {
+        "err_clean": result.err_clean,
+        "err_faulty": result.err_faulty,
+        "rerr": result.rerr,
+        "accuracy_loss": result.accuracy_loss,
+        "flips": result.flips,
+        "faulty_macs": result.faulty_macs,
+        "examples": n,
+        "errors_faulty": round(result.err_faulty * n),
+        "errors_robust": round(result.rerr * n),
+    }
+
+
+def build_fault_model(setting: dict[str, Any], data_dir: str | None) -> Any:
+    """The :class:`~bitrobust.faults.FaultModel` a :class:`~bitrobust.campaign.plan.FaultSetting`
+    describes."""
+    from bitrobust.faults import ProfiledSRAM, RandomBitErrors, StuckAtCells
+    from bitrobust.hw import PEFaults
+
+    kind, options = setting["kind"], setting["options"]
+    if kind == "random_bit_errors":
+        return RandomBitErrors(
+            zero_to_one=options["zero_to_one"],
+            one_to_zero=options["one_to_zero"],
+            layers=options["layers"],
+            bits=options["bits"],
+            sampler=options["sampler"],
+        )
+    if kind == "stuck_at_cells":
+        return StuckAtCells(
+            options["rate"], options["stuck_at_one"], layers=options["layers"], bits=options["bits"]
+        )
+    if kind == "sram":
+        return ProfiledSRAM(chip(options), options["voltage"], placement=options["placement"])
+    if kind == "pe_faults":
+        return PEFaults(
+            options["rate"], options["bit"], options["stuck_at"], options["site"], setting["layer"]
+        )
+    raise BitrobustError(f"unknown fault type {kind!r}")
+
+
+def chip(options: dict[str, Any]) -> Any:
+    """The SRAM chip of a setting: a chip map file, or a synthetic chip by seed (cached)."""
+    from bitrobust.faults import load_chip
+    from bitrobust.faults.sram import make_chip
+
+    key = options.get("chip_digest") or f"synthetic{options.get('synthetic_chip')}"
+    if key not in _CHIPS:
+        if options.get("chip") is not None:
+            _CHIPS[key] = load_chip(options["chip"])
+        else:
+            _CHIPS[key] = make_chip(options["synthetic_chip"])
+    return _CHIPS[key]
+
+
+def prepared(task: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The task's deployment, test data and fault-free run, built once per worker."""
+    from bitrobust.evaluate import clean_run
+
+    key = repr((task["fingerprint"], task["accelerator"], task["data"]))
+    if key in _DEPLOYMENTS:
+        _DEPLOYMENTS.move_to_end(key)
+        return _DEPLOYMENTS[key]
+    deployment = build_deployment(task)
+    test = test_data(task)
+    data = test.tensors
+    entry = (deployment, data, clean_run(deployment, data, task["batch_size"]))
+    _DEPLOYMENTS[key] = entry
+    while len(_DEPLOYMENTS) > _KEEP_DEPLOYMENTS:
+        _DEPLOYMENTS.popitem(last=False)
+    return entry
+
+
+def test_data(task: dict[str, Any]) -> Any:
+    from bitrobust.data import load_dataset, subset
+
+    data = task["data"]
+    return subset(load_dataset(data["dataset"], "test", task["data_dir"]), data["test_limit"])
+
+
+def build_deployment(task: dict[str, Any]) -> Any:
+    """The checkpoint quantized with its scheme (memory faults), or on the task's emulated
+    accelerator (its weights stored as 8-bit operand codes)."""
+    from bitrobust.checkpoint import load_checkpoint
+    from bitrobust.evaluate import QuantizedDeployment
+
+    checkpoint = load_checkpoint(task["checkpoint"])
+    accelerator = task["accelerator"]
+    if accelerator is None:
+        return QuantizedDeployment(checkpoint.model, checkpoint.scheme)
+    from bitrobust.data import evoapprox_dir, load_dataset
+    from bitrobust.hw import load_multiplier, make_accelerator
+    from bitrobust.hw.deploy import deploy
+
+    calibration = None
+    if accelerator["calibration"]:
+        train_images = load_dataset(task["data"]["dataset"], "train", task["data_dir"]).tensors[0]
+        calibration = train_images[: accelerator["calibration"]]
+    multiplier = load_multiplier(accelerator["multiplier"], evoapprox_dir(task["data_dir"]))
+    array = make_accelerator(accelerator["array"], accelerator["size"])
+    return deploy(checkpoint.model, multiplier, array, calibration, task["batch_size"])
+
+
+def layout(task: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    """The stored parameter names and bits per value of the task's deployment (for per-layer
+    and per-bit sweeps)."""
+    deployment, _, _ = prepared(task)
+    tensors = deployment.qmodel.tensors
+    return tuple(tensors), max(tensor.scheme.bits for tensor in tensors.values())
