@@ -1,5 +1,5 @@
 """Reports: Markdown tables and every plot the package draws (error vs bit error rate, error and
-energy vs voltage, BNN layer metrics).
+energy vs voltage, BNN layer metrics, heatmaps such as per-layer × bit sensitivity).
 
 Rows are plain dicts, as produced by evaluations and campaigns (e.g. ``{"bit_error_rate": 0.01,
 "rerr_mean": 0.052, "rerr_min": 0.049, "rerr_max": 0.057}``). matplotlib is imported inside the
@@ -262,6 +262,74 @@ def plot_bnn_metrics(
     ax.set_xticklabels([layer["layer"] for layer in layers])
     ax.set(title="importance variance (INM)", ylabel="variance of accuracy drop")
     ax.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_heatmaps(
+    panels: Mapping[str, Sequence[Sequence[float | None]]],
+    path: str | os.PathLike[str],
+    *,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar_label: str = "",
+    value_format: str = ".1f",
+) -> Path:
+    """Heatmaps of matrices with the same rows and columns, one panel per key of ``panels``
+    (the panel's title), with one shared colour scale; narrow panels side by side in two
+    columns, wide ones (many columns) one under another.
+
+    Each cell is annotated with its value (``value_format``); a None or NaN cell is left grey
+    and marked "–". Returns the PNG path.
+    """
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    matrices = {
+        label: np.array(
+            [[float(v) if _finite(v) else np.nan for v in row] for row in matrix], dtype=float
+        ).reshape(len(row_labels), len(column_labels))
+        for label, matrix in panels.items()
+    }
+    finite = [m[np.isfinite(m)] for m in matrices.values()]
+    values = np.concatenate(finite) if finite else np.array([])
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    count = max(1, len(matrices))
+    cells = len(row_labels) * len(column_labels)
+    width = max(3.2, 0.42 * len(column_labels) + 1.6)
+    height = max(2.0, 0.3 * len(row_labels) + 1.3)
+    ncols = min(count, 2 if width <= 6.0 else 1)  # wide panels go one under another
+    nrows = math.ceil(count / ncols)
+    figure = Figure(figsize=(width * ncols + 1.2, height * nrows + 0.6), layout="constrained")
+    grid = figure.subplots(nrows, ncols, squeeze=False)
+    cmap = colormaps["viridis"].with_extremes(bad="#dddddd")
+    image = None
+    for index, axes in enumerate(grid.flat):
+        if index >= len(matrices):
+            axes.set_visible(False)
+            continue
+        label, matrix = list(matrices.items())[index]
+        image = axes.imshow(matrix, cmap=cmap, vmin=low, vmax=high, aspect="auto")
+        for (i, j), value in np.ndenumerate(matrix):
+            if math.isfinite(value):
+                shade = cmap(image.norm(value))
+                luminance = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2]
+                text, color = format(value, value_format), "black" if luminance > 0.5 else "white"
+            else:
+                text, color = MISSING, "black"
+            axes.text(j, i, text, ha="center", va="center", color=color,
+                      fontsize=7 if cells <= 120 else 5)  # fmt: skip
+        axes.set_xticks(range(len(column_labels)), [str(c) for c in column_labels], fontsize=7)
+        axes.set_yticks(range(len(row_labels)), [str(r) for r in row_labels], fontsize=7)
+        axes.set(title=label, xlabel=xlabel, ylabel=ylabel)
+    if image is not None:
+        shown = [axes for axes in grid.flat if axes.get_visible()]
+        figure.colorbar(image, ax=shown, label=colorbar_label, shrink=0.9)
+    if title:
+        figure.suptitle(_wrap(title, TITLE_WIDTH * ncols))
     return _save(figure, path)
 
 

@@ -70,7 +70,7 @@ def run_campaign(
     """Run every trial of ``spec`` that ``store_path`` lacks; returns what was done."""
     started = time.perf_counter()
     executor = executor or InProcessExecutor()
-    stop = stop or StopFlag()
+    stop = StopFlag() if stop is None else stop
     data_dir = None if data_dir is None else str(data_dir)
     checkpoint_dir = Path(checkpoint_dir or default_checkpoint_dir(store_path))
     with CampaignStore.create_or_open(store_path, spec_hash(spec), spec_text, force=force) as store:
@@ -148,6 +148,13 @@ def _check_fault_models(trials: Sequence[planning.Trial], data_dir: str | None) 
     """Build every fault model once, so that a bad value (a voltage outside a chip's profiled
     range, say) fails before any trial runs."""
     seen = set()
+    multipliers = {t.setting.accelerator["multiplier"] for t in trials if t.setting.accelerator}
+    if multipliers:
+        from bitrobust.data import evoapprox_dir
+        from bitrobust.hw import load_multiplier
+
+        for name in sorted(multipliers):
+            load_multiplier(name, evoapprox_dir(data_dir))
     for trial in trials:
         key = repr(trial.setting.key())
         if key not in seen:

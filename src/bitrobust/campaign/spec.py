@@ -139,7 +139,7 @@ class ModelSpec(_Strict):
 class AcceleratorSpec(_Strict):
     """An emulated accelerator: an (approximate) 8-bit multiplier in a PE array."""
 
-    multiplier: str = "exact"
+    multiplier: str = "exact8u"
     array: Literal["tpu", "gpu"] = "tpu"
     size: int = Field(default=16, ge=1, le=256)
     calibration: int = Field(default=0, ge=0)  # training images that calibrate activations
