@@ -47,6 +47,7 @@ __all__ = [
     "find_operating_point",
     "random_errors_evaluator",
     "sram_evaluator",
+    "chip_rates",
 ]
 
 DEFAULT_VOLTAGES: tuple[float, ...] = tuple(round(0.80 + 0.01 * i, 2) for i in range(21))
@@ -306,9 +307,7 @@ def sram_evaluator(
         raise BitrobustError("give at least one chip")
 
     def describe(voltage: float) -> dict[str, Any]:
-        rates = [chip.rates_table([voltage])[0] for chip in chips]
-        keys = ("bit_error_rate", "failing_cells", "zero_to_one", "one_to_zero")
-        return {key: statistics.fmean(r[key] for r in rates) for key in keys}
+        return chip_rates(chips, voltage)
 
     return _evaluator(
         model,
@@ -321,6 +320,14 @@ def sram_evaluator(
         seed,
         batch_size,
     )
+
+
+def chip_rates(chips: Sequence[SRAMChip], voltage: float) -> dict[str, float]:
+    """The chips' mean ``bit_error_rate``, ``failing_cells``, ``zero_to_one`` and
+    ``one_to_zero`` at ``voltage``."""
+    rates = [chip.rates_table([voltage])[0] for chip in chips]
+    keys = ("bit_error_rate", "failing_cells", "zero_to_one", "one_to_zero")
+    return {key: statistics.fmean(r[key] for r in rates) for key in keys}
 
 
 def random_errors_evaluator(

@@ -85,6 +85,28 @@ def run_sram_energy(
                 f"  {label}: Err {100 * err:.2f} %, {len(point.rows)} voltages"
             )
 
+    return {
+        **energy_savings(evaluated, voltages, budgets, reference, energy),
+        "chips": [chip.id for chip in chip_list],
+        "placements": placements,
+    }
+
+
+def energy_savings(
+    evaluated: dict[str, tuple[float, list[dict[str, Any]]]],
+    voltages: Sequence[float],
+    budgets: Sequence[float] = BUDGETS,
+    reference: str | None = None,
+    energy: EnergyModel | None = None,
+) -> dict[str, Any]:
+    """Per model and budget, the lowest voltage within the budget over ``reference``'s Err.
+
+    ``evaluated`` maps a model label to its clean Err and its rows over the voltage grid (from
+    :func:`~bitrobust.energy.find_operating_point` with budget 1). Returns ``reference``,
+    ``reference_err``, ``energy_model``, ``rows`` and ``savings`` (see :func:`run_sram_energy`).
+    """
+    energy = energy or EnergyModel()
+    reference = next(iter(evaluated)) if reference is None else reference
     reference_err = evaluated[reference][0]
     rows, savings = [], []
     for label, (err, model_rows) in evaluated.items():
@@ -111,8 +133,6 @@ def run_sram_energy(
     return {
         "reference": reference,
         "reference_err": reference_err,
-        "chips": [chip.id for chip in chip_list],
-        "placements": placements,
         "energy_model": energy.name,
         "rows": rows,
         "savings": savings,
