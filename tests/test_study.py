@@ -1,71 +1,118 @@
-"""The train-and-sweep study: records, caching and resumption (on the bundled 8x8 digits)."""
+"""The studies run as campaign specs and reproduce the numbers of the runners they replaced.
+
+``tests/data/pinned_studies_tiny.json`` holds what the per-study runners (before 0.3) computed
+on tiny settings (8x8 digits): the same settings, as specs, must give the same numbers to the
+last bit — training, quantization, fault patterns and the SRAM energy search included.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+from pathlib import Path
 
-from bitrobust.experiments.robustness import (
-    STUTZ_VARIANTS,
-    StudySettings,
-    plot_study,
-    results_table,
-    run_study,
-)
+import pytest
 
-TINY = StudySettings(
-    datasets=("digits",),
-    bits=(4,),
-    variants=(STUTZ_VARIANTS[1], STUTZ_VARIANTS[4]),  # RQuant, RandBET
-    model="mlp",
-    model_options={"hidden": [32]},
-    epochs=2,
-    batch_size=64,
-    test_limit=200,
-    bit_error_rates=(0.01, 0.1),
-    patterns=2,
-)
+from bitrobust.campaign.spec import parse_spec
+from bitrobust.experiments import stutz2021
+from bitrobust.experiments.campaigns import packaged_spec, run_study_spec
+from bitrobust.experiments.robustness import model_records, plot_study, results_table
+
+PINNED = json.loads((Path(__file__).parent / "data" / "pinned_studies_tiny.json").read_text())
+
+VARIANTS = {
+    "normal": 'label = "Normal"\nquantization = "normal"\nmethod = "normal"',
+    "rquant": 'label = "RQuant"\nquantization = "rquant"\nmethod = "normal"',
+    "randbet-01": 'label = "RandBET 0.1"\nquantization = "rquant"\nmethod = "randbet"\n'
+    "w_max = 0.1\nbit_error_rate = 0.01",
+}
 
 
-def test_study_records_resume_and_invalidate(tmp_path, capsys, caplog, monkeypatch):
-    """The study logs its progress (nothing printed) and resumes from its records."""
+def tiny_spec(bits: list[int], variants: list[str], sampler: int, chips: int = 0) -> str:
+    """The old tests' TINY study settings as a campaign spec."""
+    text = 'name = "tiny"\npatterns = 2\n\n[data]\ndataset = "digits"\ntest_limit = 200\n'
+    for b in bits:
+        for v in variants:
+            text += (
+                f'\n[[models]]\nname = "digits-{b}bit-{v}"\n{VARIANTS[v]}\nbits = {b}\n'
+                'architecture = "mlp"\noptions = { hidden = [32] }\nepochs = 2\nbatch_size = 64\n'
+            )
+    text += (
+        '\n[[faults]]\nname = "bit-errors"\ntype = "random_bit_errors"\nrates = [0.01, 0.1]\n'
+        f"sampler = {sampler}\n"
+    )
+    for k in range(chips):
+        text += (
+            f'\n[[faults]]\nname = "sram-chip{k}"\ntype = "sram"\nsynthetic_chip = {k}\n'
+            "voltages = [0.8, 0.9, 1.0]\npatterns = 1\n"
+        )
+    return text
+
+
+def _strip(records):
+    keys = ("bit_error_rate", "rerr_mean", "rerr_min", "rerr_max", "rerr_std", "patterns")
+    return [
+        {"err": r["err"], "results": [{k: row[k] for k in keys} for row in r["results"]]}
+        for r in records
+    ]
+
+
+def _pinned(records):
+    return [{"err": r["err"], "results": r["results"]} for r in records]
+
+
+def test_stutz2021_as_a_spec_gives_the_pinned_numbers(tmp_path, monkeypatch):
+    text = tiny_spec([8, 4], ["normal", "rquant"], sampler=1, chips=1)
+    monkeypatch.setattr(stutz2021, "study_spec", lambda quick: (parse_spec(text), text))
+    summary = stutz2021.reproduce(
+        tmp_path, quick=True, command="bitrobust reproduce stutz2021 --quick"
+    )
+    pinned = PINNED["stutz2021"]
+    assert _strip(summary["records"]) == _pinned(pinned["records"])
+    energy = summary["sram"]["results"]["digits"]
+    old = pinned["sram"]["digits"]
+    assert energy["rows"] == old["rows"] and energy["savings"] == old["savings"]
+    assert energy["reference"] == "8 bit Normal" and energy["chips"] == old["chips"]
+    report = (tmp_path / "stutz2021.md").read_text()
+    assert "bitrobust reproduce stutz2021 --quick" in report and "energy savings" in report
+    assert "digits 4 bit RQuant" in report
+    assert (tmp_path / "stutz2021.png").stat().st_size > 1000
+    assert any("RErr ≤ Err(8 bit Normal) + 1 points" in line for line in summary["findings"])
+
+
+def test_a_rerun_reuses_the_store_and_a_changed_spec_reruns_only_what_changed(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bitrobust")
-    # as a library: no handler of the command line (an in-process CLI test may have added one)
-    monkeypatch.setattr(logging.getLogger("bitrobust"), "handlers", [])
-    records = run_study(TINY, tmp_path, progress=False)
+    text = tiny_spec([4], ["rquant", "randbet-01"], sampler=2)
+    spec = parse_spec(text)
+    rows = run_study_spec(spec, text, tmp_path)
+    records = model_records(spec, rows)
+    assert _strip(records) == _pinned(PINNED["sampler2"])
     assert [r["variant"] for r in records] == ["RQuant", "RandBET 0.1"]
-    for record in records:
-        assert record["bits"] == 4 and record["examples"] == 200
-        assert [row["bit_error_rate"] for row in record["results"]] == [0.01, 0.1]
-        assert all(row["rerr_mean"] >= record["err"] - 1e-9 for row in record["results"])
-    assert capsys.readouterr().err == ""  # the library prints nothing
     caplog.clear()
-
-    again = run_study(TINY, tmp_path, progress=False)  # everything cached: same records
-    assert again == records
-    assert caplog.text.count("cached result") == 2
+    assert run_study_spec(spec, text, tmp_path) == rows  # nothing new
+    assert "training" not in caplog.text and "trial(s) to run" not in caplog.text
+    # The stale-cache bug of the old runners: more patterns must give more patterns.
+    more = text.replace("patterns = 2", "patterns = 3")
+    grown = model_records(parse_spec(more), run_study_spec(parse_spec(more), more, tmp_path))
+    assert all(row["patterns"] == 3 for r in grown for row in r["results"])
+    assert "training" not in caplog.text
+    # A changed recipe retrains (only) that model.
     caplog.clear()
-
-    more_patterns = dataclasses.replace(TINY, patterns=3)  # same models, new evaluation
-    rerun = run_study(more_patterns, tmp_path, progress=False)
-    log = caplog.text
-    assert log.count("cached checkpoint") == 2 and "training" not in log
-    assert all(r["results"][0]["patterns"] == 3 for r in rerun)
-
-    # A half-written result file (killed mid-write) is recomputed, not trusted.
-    (tmp_path / "results" / "digits-4bit-rquant.json").write_text('{"name": "dig')
-    run_study(more_patterns, tmp_path, progress=False)
-    assert json.loads((tmp_path / "results" / "digits-4bit-rquant.json").read_text())["name"]
-
-    other_epochs = dataclasses.replace(TINY, epochs=1)  # different models: retrain
-    caplog.clear()
-    run_study(other_epochs, tmp_path, progress=False)
-    assert caplog.text.count("training") == 2
+    other = more.replace("w_max = 0.1", "w_max = 0.2")
+    run_study_spec(parse_spec(other), other, tmp_path)
+    assert caplog.text.count("trained ") == 1
 
 
 def test_study_table_and_plot(tmp_path):
-    records = run_study(TINY, tmp_path, progress=False)
-    table = results_table(records, TINY.bit_error_rates)
+    text = tiny_spec([4], ["rquant"], sampler=2)
+    spec = parse_spec(text)
+    records = model_records(spec, run_study_spec(spec, text, tmp_path))
+    table = results_table(records, (0.01, 0.1))
     assert "digits 4 bit RQuant" in table and "RErr % @ p=10 %" in table
     assert plot_study(records, tmp_path / "plot.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", ["demo", "stutz2021", "stutz2021-quick"])
+def test_the_packaged_specs_are_valid(name):
+    spec, text = packaged_spec(name)
+    assert spec.name == name and text.startswith("#")

@@ -53,6 +53,7 @@ class TrainingJob:
 
     model: str
     training_seed: int
+    dataset: str
     recipe: dict[str, Any]
     fingerprint: str
     checkpoint: str
@@ -67,6 +68,7 @@ class ModelInstance:
     training_seed: int | None
     fingerprint: str
     checkpoint: str
+    dataset: str
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Trial:
         accelerator = self.setting.accelerator
         return {
             "model": self.instance.model,
+            "dataset": self.instance.dataset,
             "training_seed": self.instance.training_seed,
             "fault": self.setting.fault,
             "x": self.setting.x,
@@ -133,7 +136,7 @@ def training_recipe(spec: CampaignSpec, model: ModelSpec, training_seed: int) ->
     fields = model.model_dump(exclude={"name", "checkpoint", "training_seeds"})
     return {
         **fields,
-        "dataset": spec.data.dataset,
+        "dataset": spec.dataset_of(model),
         "train_limit": spec.data.train_limit,
         "training_seed": training_seed,
         "package_version": __version__,
@@ -152,7 +155,16 @@ def training_jobs(spec: CampaignSpec, checkpoint_dir: str | os.PathLike[str]) ->
             path = (
                 Path(checkpoint_dir) / f"{model.name}-seed{training_seed}-{fingerprint}.safetensors"
             )
-            jobs.append(TrainingJob(model.name, training_seed, recipe, fingerprint, str(path)))
+            jobs.append(
+                TrainingJob(
+                    model.name,
+                    training_seed,
+                    spec.dataset_of(model),
+                    recipe,
+                    fingerprint,
+                    str(path),
+                )
+            )
     return jobs
 
 
@@ -165,13 +177,17 @@ def model_instances(spec: CampaignSpec, jobs: list[TrainingJob]) -> list[ModelIn
     for model in spec.models:
         if model.trained:
             instances += [
-                ModelInstance(j.model, j.training_seed, j.fingerprint, j.checkpoint)
+                ModelInstance(j.model, j.training_seed, j.fingerprint, j.checkpoint, j.dataset)
                 for j in by_model[model.name]
             ]
         else:
             assert model.checkpoint is not None
             fingerprint = file_digest(model.checkpoint)
-            instances.append(ModelInstance(model.name, None, fingerprint, model.checkpoint))
+            instances.append(
+                ModelInstance(
+                    model.name, None, fingerprint, model.checkpoint, spec.dataset_of(model)
+                )
+            )
     return instances
 
 
@@ -295,8 +311,9 @@ def trial_id(
     )
 
 
-def data_key(spec: CampaignSpec) -> dict[str, Any]:
-    return {"dataset": spec.data.dataset, "test_limit": spec.data.test_limit}
+def data_key(spec: CampaignSpec, instance: ModelInstance) -> dict[str, Any]:
+    """The test data of a model's trials."""
+    return {"dataset": instance.dataset, "test_limit": spec.data.test_limit}
 
 
 def plan_trials(
@@ -310,14 +327,14 @@ def plan_trials(
     ``layouts`` maps a model fingerprint (+ accelerator) to its :class:`ModelLayout`
     (:func:`layout_key`); ``patterns`` overrides the pattern count per (model name, fault
     entry name, x) cell key (adaptive stopping)."""
-    data = data_key(spec)
     trials = []
     for instance in instances:
+        data = data_key(spec, instance)
         for fault in spec.fault_models_for(instance.model):
             accelerator = None if fault.accelerator is None else fault.accelerator.model_dump()
             layout = layouts.get(layout_key(instance, accelerator))
             for setting in fault_settings(fault, layout):
-                count = spec.patterns
+                count = fault.patterns or spec.patterns
                 if patterns is not None:
                     count = patterns.get(cell_key(instance.model, setting), count)
                 for pattern in range(count):

@@ -29,10 +29,10 @@ from bitrobust.errors import BitrobustError
 
 log = logging.getLogger(__name__)
 
-TASK_TRIALS = 16
-"""Trials per task: one deployment and fault model, up to this many patterns. They share a pass
-through the data (:func:`bitrobust.evaluate.run_trials`); a crash loses at most one task per
-worker."""
+TASK_SEEDS = 16
+"""Pattern seeds per task: a task is one deployment and fault entry at all its swept values, for
+up to this many seeds. Its patterns share draws and passes through the data
+(:func:`bitrobust.evaluate.run_trials`); a crash loses at most one task per worker."""
 
 
 @dataclass(frozen=True)
@@ -192,26 +192,41 @@ def _task(
         "checkpoint": instance.checkpoint,
         "fingerprint": instance.fingerprint,
         "accelerator": accelerator,
-        "data": planning.data_key(spec),
+        "data": planning.data_key(spec, instance),
         "batch_size": spec.data.batch_size,
         "data_dir": data_dir,
     }
 
 
 def _tasks(trials: Sequence[planning.Trial], spec: CampaignSpec, data_dir: str | None):
-    """Trials grouped by deployment and fault model, in chunks of :data:`TASK_TRIALS`."""
-    groups: dict[tuple[str, str], list[planning.Trial]] = {}
+    """Trials grouped by deployment and fault entry (all its swept values: one draw per seed
+    serves every value), in chunks of :data:`TASK_SEEDS` seeds."""
+    groups: dict[tuple[Any, ...], list[planning.Trial]] = {}
     for trial in trials:
-        key = (trial.instance.fingerprint + trial.instance.model, repr(trial.setting.key()))
+        setting = trial.setting
+        key = (
+            trial.instance.fingerprint,
+            trial.instance.model,
+            setting.fault,
+            setting.layer,
+            setting.bit,
+            repr(setting.accelerator),
+        )
         groups.setdefault(key, []).append(trial)
     tasks, members = [], []
     for group in groups.values():
-        for start in range(0, len(group), TASK_TRIALS):
-            chunk = group[start : start + TASK_TRIALS]
+        seeds = sorted({t.seed for t in group})
+        for start in range(0, len(seeds), TASK_SEEDS):
+            chunk_seeds = set(seeds[start : start + TASK_SEEDS])
+            chunk = [t for t in group if t.seed in chunk_seeds]
+            settings: dict[str, int] = {}
+            for t in chunk:
+                settings.setdefault(repr(t.setting.key()), len(settings))
             first = chunk[0]
             task = _task(first.instance, first.setting.accelerator, spec, data_dir)
-            task["setting"] = first.setting.__dict__.copy()
-            task["trials"] = [(t.trial_id, t.seed) for t in chunk]
+            by_key = {repr(t.setting.key()): t.setting for t in chunk}
+            task["settings"] = [by_key[k].__dict__.copy() for k in settings]
+            task["trials"] = [(t.trial_id, settings[repr(t.setting.key())], t.seed) for t in chunk]
             tasks.append(task)
             members.append(chunk)
     return tasks, members
@@ -264,14 +279,15 @@ def _pattern_counts(
     counts: dict[tuple[Any, ...], int] = {}
     if spec.adaptive is None:
         return counts
-    data = planning.data_key(spec)
     for instance in instances:
+        data = planning.data_key(spec, instance)
         for fault in spec.fault_models_for(instance.model):
             accelerator = None if fault.accelerator is None else fault.accelerator.model_dump()
             layout = layouts.get(planning.layout_key(instance, accelerator))
             for setting in planning.fault_settings(fault, layout):
                 key = planning.cell_key(instance.model, setting)
-                count = max(counts.get(key, spec.patterns), spec.patterns)
+                first = fault.patterns or spec.patterns
+                count = max(counts.get(key, first), first)
                 while count < spec.adaptive.max_patterns and (
                     planning.trial_id(instance, setting, data, spec.seed + count) in done
                 ):
@@ -289,28 +305,20 @@ def _adaptive_round(
 ) -> int:
     """Raise the pattern count of every cell whose interval is too wide; returns how many
     patterns were added in all."""
-    from bitrobust.campaign.statistics import patterns_needed
-
     assert spec.adaptive is not None
     adaptive = spec.adaptive
     planned = planning.plan_trials(spec, instances, layouts, counts)
     done = {r.trial_id: r for r in store.records()}
-    values: dict[tuple[Any, ...], list[float]] = {}
+    rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for trial in planned:
         record = done.get(trial.trial_id)
         if record is not None:
             key = planning.cell_key(trial.instance.model, trial.setting)
-            values.setdefault(key, []).append(float(record.metrics[adaptive.metric]))
+            rows.setdefault(key, []).append(record.flat())
     added = 0
-    for key, cell_values in values.items():
-        more = patterns_needed(
-            cell_values,
-            target_halfwidth=adaptive.target_halfwidth,
-            max_patterns=adaptive.max_patterns,
-            min_patterns=adaptive.min_patterns or min(spec.patterns, adaptive.max_patterns),
-            confidence=spec.confidence,
-        )
+    for key, cell_rows in rows.items():
         current = counts.get(key, spec.patterns)
+        more = _more_patterns(cell_rows, current, spec)
         more = min(more, adaptive.max_patterns - current)
         if more > 0:
             counts[key] = current + more
@@ -318,6 +326,33 @@ def _adaptive_round(
     if added:
         log.info(f"adaptive stopping: {added} more pattern(s) for cells still too wide")
     return added
+
+
+def _more_patterns(rows: list[dict[str, Any]], current: int, spec: CampaignSpec) -> int:
+    """Patterns to add to a cell that has ``current`` patterns per training seed: with one
+    seed, :func:`~bitrobust.campaign.statistics.patterns_needed`; with several, double the
+    count while the two-level interval (:func:`~bitrobust.campaign.statistics.cell_statistics`)
+    is wider than the target."""
+    from bitrobust.campaign.statistics import cell_statistics, patterns_needed
+
+    adaptive = spec.adaptive
+    assert adaptive is not None
+    metric = adaptive.metric
+    minimum = adaptive.min_patterns or min(spec.patterns, adaptive.max_patterns)
+    if len({row["training_seed"] for row in rows}) == 1:
+        return patterns_needed(
+            [float(row[metric]) for row in rows],
+            target_halfwidth=adaptive.target_halfwidth,
+            max_patterns=adaptive.max_patterns,
+            min_patterns=minimum,
+            confidence=spec.confidence,
+        )
+    (cell,) = cell_statistics(rows, [], metric, confidence=spec.confidence)
+    halfwidth = cell.halfwidth()
+    narrow = halfwidth is not None and halfwidth <= adaptive.target_halfwidth
+    if current >= adaptive.max_patterns or (narrow and current >= minimum):
+        return 0
+    return max(current, minimum - current, 1)
 
 
 @contextlib.contextmanager

@@ -72,15 +72,16 @@ class DataSpec(_Strict):
     train_limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=1000, ge=1)
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        from bitrobust.data.catalog import canonical_name
+    _known_dataset = field_validator("dataset")(lambda cls, v: _dataset(v))
 
-        try:
-            return canonical_name(value)
-        except BitrobustError as exc:
-            raise ValueError(str(exc)) from None
+
+def _dataset(value: str) -> str:
+    from bitrobust.data.catalog import canonical_name
+
+    try:
+        return canonical_name(value)
+    except BitrobustError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class ModelSpec(_Strict):
@@ -88,6 +89,8 @@ class ModelSpec(_Strict):
     and method, trained once per entry of ``training_seeds``."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    label: str | None = None  # how reports name it (default: name)
+    dataset: str | None = None  # trained and tested on this one (default: [data] dataset)
     checkpoint: str | None = None
     architecture: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
@@ -103,6 +106,8 @@ class ModelSpec(_Strict):
     w_max: float | None = Field(default=None, gt=0)
     bit_error_rate: Rate | None = None
     training_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+
+    _known_dataset = field_validator("dataset")(lambda cls, v: None if v is None else _dataset(v))
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -147,6 +152,8 @@ class AcceleratorSpec(_Strict):
 
 class _FaultBase(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    label: str | None = None  # how reports name it (default: name)
+    patterns: int | None = Field(default=None, ge=1, le=100_000)  # default: the spec's
     models: list[str] | None = None  # the model names it applies to (default: all)
     accelerator: AcceleratorSpec | None = None  # deploy on this accelerator (default: memory only)
 
@@ -276,10 +283,18 @@ class CampaignSpec(_Strict):
     def fault_models_for(self, model: str) -> list[Any]:
         return [f for f in self.faults if f.models is None or model in f.models]
 
+    def dataset_of(self, model: ModelSpec) -> str:
+        return model.dataset or self.data.dataset
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
 
 def spec_hash(spec: CampaignSpec) -> str:
-    """A hash of the spec's content (not its formatting): a store belongs to one spec."""
-    text = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    """A hash of the spec's content as written (not its formatting, nor the defaults of keys it
+    leaves out, so a newer version's new keys do not orphan a store): a store belongs to one
+    spec."""
+    text = json.dumps(spec.model_dump(mode="json", exclude_unset=True), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -107,19 +107,27 @@ def run_training(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run the trials of ``task`` (one deployment, one fault model, several seeds); returns one
-    dict per trial: ``trial_id``, ``seed``, ``metrics``, ``wall_s``."""
+    """Run the trials of ``task``: one deployment, the fault models ``settings`` (one spec entry
+    at several swept values; patterns of one seed share their draws, as in
+    :func:`bitrobust.evaluate.run_trials`) and ``trials``, a list of ``(trial_id, setting index,
+    seed)``. Returns one dict per trial: ``trial_id``, ``seed``, ``metrics``, ``wall_s``."""
     from bitrobust.evaluate import run_trials
 
     deployment, data, clean = prepared(task)
-    fault_model = build_fault_model(task["setting"], task["data_dir"])
-    seeds = [seed for _, seed in task["trials"]]
+    fault_models = [build_fault_model(s, task["data_dir"]) for s in task["settings"]]
+    seeds = sorted({seed for _, _, seed in task["trials"]})
     started = time.perf_counter()
-    results = run_trials(deployment, [fault_model], seeds, data, clean, task["batch_size"])[0]
-    wall = (time.perf_counter() - started) / len(seeds)
+    results = run_trials(deployment, fault_models, seeds, data, clean, task["batch_size"])
+    wall = (time.perf_counter() - started) / (len(seeds) * len(fault_models))
+    column = {seed: k for k, seed in enumerate(seeds)}
     return [
-        {"trial_id": trial_id, "seed": seed, "metrics": trial_metrics(result), "wall_s": wall}
-        for (trial_id, seed), result in zip(task["trials"], results)
+        {
+            "trial_id": trial_id,
+            "seed": seed,
+            "metrics": trial_metrics(results[index][column[seed]]),
+            "wall_s": wall,
+        }
+        for trial_id, index, seed in task["trials"]
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import shlex
 import sys
 
@@ -12,6 +13,7 @@ from bitrobust.cli.common import (
     check_device,
     check_output_dir,
     emit,
+    int_type,
 )
 
 
@@ -35,7 +37,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="train Normal/RQuant/Clipping/RandBET models and compare them under bit errors",
         description="Train a small MLP four ways at 8 bit and print how its error grows with "
         "the bit error rate; writes demo.md and demo.png. Uses MNIST if available, else the "
-        "8x8 digits bundled with scikit-learn. Results are cached in --out-dir.",
+        "8x8 digits bundled with scikit-learn. Every trial is a row of --out-dir/campaign.db: a "
+        "rerun continues where a killed one stopped.",
     )
     p.add_argument(
         "--out-dir", default="bitrobust-demo", help="output folder (default bitrobust-demo)"
@@ -53,7 +56,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     study = load_study(args.study)
     command = "bitrobust " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = study.reproduce(out_dir, args.quick, args.data_dir, command, device)
+    options = {}
+    if "workers" in inspect.signature(study.reproduce).parameters:  # the campaign-based studies
+        options["workers"] = args.workers
+    summary = study.reproduce(out_dir, args.quick, args.data_dir, command, device, **options)
     emit(
         {
             "study": args.study,
@@ -75,13 +81,20 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "reproduce",
         help="reproduce a paper's experiment (" + ", ".join(STUDIES) + ")",
         description="Reproduce a paper's experiment and write Markdown tables, plots and a JSON "
-        "record to the output folder. Resumable: finished models are cached there.\n\n"
+        "record to the output folder. Resumable: trained models and finished trials are kept "
+        "there (a campaign store for the studies that are campaign specs).\n\n"
         + "\n".join(f"  {name}: {text}" for name, text in STUDIES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("study", choices=list(STUDIES), help="which experiment")
     p.add_argument("--quick", action="store_true", help="small settings (under 15 min on 2 cores)")
     p.add_argument("--out-dir", help="output folder (default reproduce-STUDY[-quick])")
+    p.add_argument(
+        "--workers",
+        type=int_type("--workers", 1, 4096),
+        help="worker processes for training and trials (default: the number of cores; 1 runs "
+        "everything in this process)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)
     add_device_option(p)

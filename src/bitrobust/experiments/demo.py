@@ -1,8 +1,9 @@
 """``bitrobust demo``: the paper's headline in a few minutes on a laptop.
 
-Trains a small MLP four ways (Normal, RQuant, Clipping, RandBET) at 8 bit, sweeps random bit
-error rates, prints the table and writes ``demo.md`` and ``demo.png``. Uses MNIST when it is found
-(or can be downloaded) and falls back to scikit-learn's bundled 8×8 digits otherwise.
+Runs the packaged campaign ``specs/demo.toml``: a small MLP trained four ways (Normal, RQuant,
+Clipping, RandBET) at 8 bit, swept over random bit error rates; prints the table and writes
+``demo.md`` and ``demo.png``. Uses MNIST when it is found (or can be downloaded) and falls back
+to scikit-learn's bundled 8×8 digits otherwise.
 """
 
 from __future__ import annotations
@@ -13,20 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bitrobust.campaign.spec import CampaignSpec
 from bitrobust.data import load_splits
 from bitrobust.errors import BitrobustError
-from bitrobust.experiments.robustness import (
-    STUTZ_VARIANTS,
-    StudySettings,
-    plot_study,
-    results_table,
-    run_study,
-)
-from bitrobust.faults.core import SAMPLER_VERSION
-
-DEMO_VARIANTS = tuple(
-    v for v in STUTZ_VARIANTS if v.label in ("Normal", "RQuant", "Clipping 0.1", "RandBET 0.1")
-)
+from bitrobust.experiments.campaigns import packaged_spec, run_study_spec
+from bitrobust.experiments.robustness import model_records, plot_study, results_table
 
 
 def pick_dataset(data_dir: str | os.PathLike | None) -> str:
@@ -41,38 +33,40 @@ def pick_dataset(data_dir: str | os.PathLike | None) -> str:
         return "digits"
 
 
-def demo_settings(dataset: str) -> StudySettings:
-    small = dataset == "digits"
-    return StudySettings(
-        datasets=(dataset,),
-        bits=(8,),
-        variants=DEMO_VARIANTS,
-        model="mlp",
-        model_options={"hidden": [256, 256]},
-        epochs=30 if small else 5,
-        batch_size=64 if small else 128,
-        test_limit=None if small else 5000,
-        bit_error_rates=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1),
-        patterns=10,
-    )
+def demo_spec(dataset: str) -> tuple[CampaignSpec, str]:
+    """The demo's spec, for the 8×8 digits: 30 epochs of batch 64 on the whole test set."""
+    spec, text = packaged_spec("demo")
+    if dataset == "mnist":
+        return spec, text
+    models = [
+        m.model_copy(update={"dataset": dataset, "epochs": 30, "batch_size": 64})
+        for m in spec.models
+    ]
+    data = spec.data.model_copy(update={"dataset": dataset, "test_limit": None})
+    spec = spec.model_copy(update={"models": models, "data": data})
+    return spec, f"{text}\n# run on {dataset}: 30 epochs, batch 64, the whole test set\n"
 
 
 def run_demo(
     out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None
 ) -> dict[str, Any]:
-    """Run the demo study; returns the per-model records and where the report went."""
+    """Run the demo campaign; returns the per-model records and where the report went."""
     out = Path(out_dir)
     started = time.time()
     dataset = pick_dataset(data_dir)
-    study = demo_settings(dataset)
-    records = run_study(study, out, data_dir=data_dir, sampler=SAMPLER_VERSION)
-    table = results_table(records, study.bit_error_rates)
+    spec, text = demo_spec(dataset)
+    rows = run_study_spec(spec, text, out, data_dir)
+    records = model_records(spec, rows)
+    rates = tuple(spec.faults[0].rates)
+    table = results_table(records, rates)
     plot = plot_study(records, out / "demo.png")
     report = out / "demo.md"
+    hidden = spec.models[0].options["hidden"]
     report.write_text(
         "# bitrobust demo: error under random bit errors in 8-bit weights\n\n"
-        f"Dataset: {dataset}; model: MLP {study.model_options['hidden']}; "
-        f"{study.patterns} bit error patterns per rate; RErr in %.\n\n"
+        f"Dataset: {dataset}; model: MLP {hidden}; {spec.patterns} bit error patterns per "
+        f"rate; RErr in %. Campaign spec: `bitrobust/experiments/specs/demo.toml`; every trial "
+        f"is a row of `{out / 'campaign.db'}` (`bitrobust campaign report` renders it).\n\n"
         f"{table}\n\n![RErr vs bit error rate]({plot.name})\n"
     )
     return {
@@ -80,6 +74,7 @@ def run_demo(
         "table": table,
         "report": str(report),
         "plot": str(plot),
+        "store": str(out / "campaign.db"),
         "records": records,
         "seconds": round(time.time() - started, 1),
     }

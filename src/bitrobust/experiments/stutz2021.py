@@ -12,66 +12,25 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bitrobust.bits import stable_seed
-from bitrobust.data import load_dataset, subset
-from bitrobust.experiments.robustness import (
-    STUTZ_VARIANTS,
-    StudySettings,
-    plot_study,
-    results_table,
-    run_study,
-)
-from bitrobust.experiments.sram_energy import run_sram_energy, savings_table, voltage_table
+from bitrobust.campaign.spec import CampaignSpec, SRAMSpec
+from bitrobust.energy import EnergyModel, chip_rates, find_operating_point
+from bitrobust.experiments.campaigns import packaged_spec, run_study_spec
+from bitrobust.experiments.robustness import model_records, plot_study, results_table
+from bitrobust.experiments.sram_energy import energy_savings, savings_table, voltage_table
+from bitrobust.faults import make_chip
 
 MNIST_RATES = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 
 
-@dataclass(frozen=True)
-class SramSettings:
-    """Synthetic low-voltage SRAM chips on which the trained models are evaluated."""
-
-    chips: int
-    voltages: tuple[float, ...]
-    placements: int
-
-
-def sram_settings(quick: bool) -> SramSettings:
-    """Voltage grid (relative to V_min) and chip count of the energy part."""
-    if quick:
-        return SramSettings(2, tuple(round(0.80 + 0.02 * i, 2) for i in range(11)), 1)
-    return SramSettings(4, tuple(round(0.80 + 0.01 * i, 2) for i in range(21)), 1)
-
-
-def settings(quick: bool) -> StudySettings:
-    """The full run (about 1-2 hours on 2 cores) or the quick one (under 15 minutes)."""
-    if quick:
-        return StudySettings(
-            datasets=("mnist", "fashion-mnist"),
-            bits=(8, 4),
-            model="mlp",
-            model_options={"hidden": [256, 256]},
-            epochs=2,
-            train_limit=20000,
-            test_limit=2000,
-            bit_error_rates=(0.001, 0.01, 0.05, 0.1),
-            patterns=5,
-        )
-    return StudySettings(
-        datasets=("mnist", "fashion-mnist"),
-        bits=(8, 4),
-        model="mlp",
-        model_options={"hidden": [512, 512]},
-        epochs=15,
-        test_limit=9000,
-        bit_error_rates=MNIST_RATES,
-        patterns=25,
-    )
+def study_spec(quick: bool) -> tuple[CampaignSpec, str]:
+    """The packaged spec: ``specs/stutz2021.toml`` (about 1-2 hours on 2 cores) or
+    ``specs/stutz2021-quick.toml`` (under 15 minutes)."""
+    return packaged_spec("stutz2021-quick" if quick else "stutz2021")
 
 
 def ordering_check(records: list[dict[str, Any]]) -> list[str]:
@@ -99,48 +58,45 @@ def ordering_check(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def sram_energy(
-    records: list[dict[str, Any]],
-    out: Path,
-    study: StudySettings,
-    sram: SramSettings,
-    data_dir: str | os.PathLike | None,
-    device: str | None,
-) -> dict[str, dict[str, Any]]:
-    """Per dataset: every trained model on synthetic chips over a voltage grid, and the energy
-    savings at ≤ 1 % and ≤ 2.5 % extra error over the 8-bit Normal model's Err (cached)."""
+def sram_energy(spec: CampaignSpec, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per dataset: every model on the spec's synthetic SRAM chips over its voltage grid (the
+    rows of its ``sram`` entries), and the energy savings at ≤ 1 % and ≤ 2.5 % extra error over
+    the 8-bit Normal model's Err."""
+    entries = [f for f in spec.faults if isinstance(f, SRAMSpec)]
+    if not entries:
+        return {}
+    chips = [make_chip(f.synthetic_chip) for f in entries if f.synthetic_chip is not None]
+    voltages = sorted({v for f in entries for v in f.voltages})
+    names = {f.name for f in entries}
+    energy = EnergyModel()
     results = {}
-    (out / "sram").mkdir(exist_ok=True)
-    for dataset in study.datasets:
-        group = [r for r in records if r["dataset"] == dataset]
-        models = [(f"{r['bits']} bit {r['variant']}", out / r["checkpoint"]) for r in group]
-        key = json.dumps([[r["fingerprint"] for r in group], asdict(sram)])
-        fingerprint = f"{stable_seed(key):016x}"
-        cache = out / "sram" / f"{dataset}.json"
-        if cache.exists():
-            cached = json.loads(cache.read_text())
-            if cached.get("fingerprint") == fingerprint:
-                results[dataset] = cached
+    for dataset in dict.fromkeys(spec.dataset_of(m) for m in spec.models):
+        evaluated: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        for model in spec.models:
+            if spec.dataset_of(model) != dataset:
                 continue
-        images, labels = subset(load_dataset(dataset, "test", data_dir), study.test_limit).tensors
-        labels_seen = [label for label, _ in models]
-        reference = "8 bit Normal" if "8 bit Normal" in labels_seen else labels_seen[0]
-        logging.getLogger(__name__).info(f"[{dataset}] SRAM chips: {len(models)} models")
-        result = run_sram_energy(
-            models,
-            images,
-            labels,
-            chips=sram.chips,
-            voltages=sram.voltages,
-            placements=sram.placements,
-            reference=reference,
-            seed=study.seed,
-            device=device or "cpu",
-            progress=True,
-        )
-        result["fingerprint"] = fingerprint
-        cache.write_text(json.dumps(result, indent=1))
-        results[dataset] = result
+            mine = [r for r in rows if r["model"] == model.name and r["fault"] in names]
+            if not mine:
+                continue
+            err = mine[0]["err_clean"]
+
+            def evaluate(voltage: float, mine: list[dict[str, Any]] = mine) -> dict[str, Any]:
+                values = [r["rerr"] for r in mine if r["x"] == voltage]
+                return {"rerr": values, **chip_rates(chips, voltage)}
+
+            point = find_operating_point(evaluate, voltages, 1.0, err, energy=energy)
+            evaluated[f"{model.bits} bit {model.label or model.name}"] = (err, point.rows)
+        if not evaluated:
+            continue
+        reference = "8 bit Normal" if "8 bit Normal" in evaluated else next(iter(evaluated))
+        result = energy_savings(evaluated, voltages, reference=reference, energy=energy)
+        patterns = {f.patterns or spec.patterns for f in entries}
+        results[dataset] = {
+            **result,
+            "chips": [chip.id for chip in chips],
+            "placements": max(patterns),
+        }
+        logging.getLogger(__name__).info(f"[{dataset}] SRAM energy: {len(evaluated)} models")
     return results
 
 
@@ -167,43 +123,52 @@ def reproduce(
     data_dir: str | os.PathLike | None = None,
     command: str = "",
     device: str | None = None,
+    workers: int | None = 1,
 ) -> dict[str, Any]:
-    """Run the study and write its Markdown report, plot and JSON record to ``out_dir``."""
+    """Run the study's campaign into ``out_dir`` and write its Markdown report, plot and JSON
+    record there."""
     out = Path(out_dir)
-    study = settings(quick)
+    spec, text = study_spec(quick)
     started = time.time()
-    records = run_study(study, out, data_dir=data_dir, device=device)
+    rows = run_study_spec(spec, text, out, data_dir, workers=workers)
+    records = model_records(spec, rows)
+    rates = tuple(next(f for f in spec.faults if f.name == "bit-errors").rates)
     plot = plot_study(records, out / "stutz2021.png")
-    table = results_table(records, study.bit_error_rates)
+    table = results_table(records, rates)
     checks = ordering_check(records)
-    sram = sram_settings(quick)
-    energy = sram_energy(records, out, study, sram, data_dir, device)
+    energy = sram_energy(spec, rows)
     energy_lines = energy_findings(energy)
     elapsed = time.time() - started
-    compute = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
+    compute = sum(r["wall_s"] for r in rows)
+    model = spec.models[0]
+    chips = next(iter(energy.values()))["chips"] if energy else []
     summary = {
         "mode": "quick" if quick else "full",
-        "settings": {**asdict(study), "variants": [asdict(v) for v in study.variants]},
+        "spec": text,
         "records": records,
         "findings": checks + energy_lines,
-        "sram": {"settings": asdict(sram), "results": energy},
+        "sram": {"chips": chips, "results": energy},
         "seconds": round(elapsed, 1),
         "plot": plot.name,
         "report": str(out / "stutz2021.md"),
+        "store": str(out / "campaign.db"),
     }
     (out / "stutz2021.json").write_text(json.dumps(summary, indent=1))
     lines = [
         "# Stutz et al. 2021 reproduction: RErr under random bit errors",
         "",
         f"Command: `{command or 'bitrobust reproduce stutz2021'}` ({summary['mode']} mode; "
-        f"training and bit error evaluation took {compute / 60:.1f} min on "
-        f"{platform.machine()} with {torch.get_num_threads()} thread(s); this run "
-        f"{elapsed / 60:.1f} min, reusing cached models and results where present).",
+        f"the trials took {compute / 60:.1f} min of worker time on {platform.machine()} with "
+        f"{torch.get_num_threads()} thread(s) per worker; this run {elapsed / 60:.1f} min, "
+        "reusing the trained models and finished trials in its campaign store).",
         "",
-        f"Model: {study.model} {study.model_options}, {study.epochs} epochs, "
-        f"train examples: {study.train_limit or 'all'}, first {study.test_limit} test examples, "
-        f"{study.patterns} patterns per rate "
-        f"(seeds {study.seed}..{study.seed + study.patterns - 1}, "
+        f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
+        f"of `{Path(summary['store']).name}` (`bitrobust campaign report` renders it).",
+        "",
+        f"Model: {model.architecture} {model.options}, {model.epochs} epochs, "
+        f"train examples: {spec.data.train_limit or 'all'}, first {spec.data.test_limit} test "
+        f"examples, {spec.patterns} patterns per rate "
+        f"(seeds {spec.seed}..{spec.seed + spec.patterns - 1}, "
         "nested across rates). RErr = an example is wrong if the clean or the faulty model errs; "
         "values are means over patterns in %.",
         "",
@@ -222,12 +187,12 @@ def reproduce(
         "",
         "## Low-voltage SRAM: error and energy",
         "",
-        f"Each model on {sram.chips} synthetic chips (`bitrobust sram make-chip --seed 0..."
-        f"{sram.chips - 1}`: 32 arrays of 512×64 cells, p(V) from the paper's poster, row/column "
-        f"correlated failures, 60 % stuck-at-1) × {sram.placements} placement(s) of the weights, "
-        "at voltages relative to V_min; energy per access (V/V_min)². The saving is read at the "
-        "lowest voltage whose mean RErr stays within the budget there and at every higher voltage "
-        "of the grid.",
+        f"Each model on {len(chips)} synthetic chips (`bitrobust sram make-chip --seed 0..."
+        f"{len(chips) - 1}`: 32 arrays of 512×64 cells, p(V) from the paper's poster, row/column "
+        "correlated failures, 60 % stuck-at-1) with one placement of the weights, at voltages "
+        "relative to V_min; energy per access (V/V_min)². The saving is read at the lowest "
+        "voltage whose mean RErr stays within the budget there and at every higher voltage of "
+        "the grid.",
         "",
         *energy_lines,
         "",
@@ -247,4 +212,4 @@ def reproduce(
     return summary
 
 
-__all__ = ["STUTZ_VARIANTS", "reproduce", "settings"]
+__all__ = ["reproduce", "study_spec"]
