@@ -1,4 +1,5 @@
-"""Binarized networks end to end: train → evaluate → bnn metrics, user errors, the bnn2021 study."""
+"""Binarized networks end to end: train → evaluate → bnn metrics, user errors (the bnn2021 study:
+test_bnn2021_study.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from bitrobust.cli import main
-from bitrobust.experiments import STUDIES, bnn2021
 
 
 @pytest.fixture(scope="module")
@@ -129,40 +129,3 @@ def test_checkpoint_with_mismatched_layers_is_a_user_error(bnn_checkpoint, tmp_p
     save_file(tensors, str(tampered), metadata=meta)
     fails_with(capsys, ["bnn", "metrics", str(tampered)], "does not match")
     fails_with(capsys, ["evaluate", str(tampered), "--bit-error-rates", "0.1"], "does not match")
-
-
-def test_bnn2021_study_runs_small_and_resumes(fmnist, tmp_path):
-    assert "bnn2021" in STUDIES
-    study = bnn2021.BnnStudySettings(
-        model_options={"hidden": [16, 16]},
-        variants=(bnn2021.BFIT_VARIANTS[0], bnn2021.BFIT_VARIANTS[2],
-                  bnn2021.BnnVariant("MHL b=8", loss="hinge", hinge_b=8.0)),
-        epochs=1, train_limit=500, test_limit=200, bit_error_rates=(0.0, 0.1, 0.2),
-        patterns=2, metric_examples=100, importance_neurons=4,
-    )  # fmt: skip
-    summary = bnn2021.run(study, tmp_path, mode="test", data_dir=fmnist, progress=False)
-    report = Path(summary["report"]).read_text()
-    for heading in ("Accuracy under random bit errors", "Metrics per layer", "Correlation"):
-        assert heading in report
-    assert (tmp_path / "bnn2021.png").stat().st_size > 0
-    assert (tmp_path / "bnn2021_metrics.png").stat().st_size > 0
-    record = json.loads((tmp_path / "bnn2021.json").read_text())
-    assert [r["variant"] for r in record["records"]] == ["BFIT 0 %", "BFIT 10 %", "MHL b=8"]
-    assert {row["rate"] for row in record["correlations"]} == {0.1, 0.2}
-    assert any("Spearman" in line for line in summary["findings"])
-    sweep = record["records"][1]["sweep"]
-    assert [row["bit_error_rate"] for row in sweep] == [0.0, 0.1, 0.2]
-    assert sweep[0]["patterns"] == 1 and sweep[1]["patterns"] == 2
-    again = bnn2021.run(study, tmp_path, mode="test", data_dir=fmnist, progress=False)
-    assert again["records"] == summary["records"]  # every model came from the cache
-
-
-def test_bnn2021_presets():
-    for quick in (True, False):
-        study = bnn2021.settings(quick)
-        rates = [v.bit_error_rate for v in study.variants if v.loss == "cross_entropy"]
-        assert rates == [0.0, 0.05, 0.1, 0.2]
-        assert any(v.loss == "hinge" for v in study.variants)
-        assert max(study.bit_error_rates) == 0.3 and 0.0 in study.bit_error_rates
-        assert set(study.correlation_rates) <= set(study.bit_error_rates)
-        assert study.dataset == "fashion-mnist"

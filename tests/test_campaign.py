@@ -357,12 +357,13 @@ def test_kill_9_then_rerun_gives_the_rows_of_an_uninterrupted_run(tmp_path):
     assert exported_rows(killed, tmp_path / "k.csv") == exported_rows(reference, tmp_path / "r.csv")
 
 
-def test_sigint_finishes_the_trials_in_flight_and_rerun_completes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_finishes_the_trials_in_flight_and_rerun_completes(tmp_path, signum):
     spec_path = write_spec(tmp_path, LONG)
     store = tmp_path / "s.db"
     process = _start(spec_path, store)
     _wait_for_trials(store, process, at_least=16)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "finishing the trials in flight" in err and "Traceback" not in err

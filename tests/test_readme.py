@@ -30,3 +30,12 @@ def test_the_library_example_runs(data_dir, capsys):
     assert namespace["trial"].flips > 0 and namespace["trial"].faulty_macs > 0
     assert len(namespace["report"].results) == 2
     assert isinstance(namespace["faulty"], nn.Module)
+
+
+def test_the_readme_campaign_spec_is_valid():
+    from bitrobust.campaign.spec import parse_spec
+
+    text = README.read_text()
+    campaigns = text[text.index("### Campaigns") :]
+    spec = parse_spec(re.search(r"```toml\n(.*?)```", campaigns, re.S).group(1), "README")
+    assert spec.models[0].training_seeds == [0, 1, 2] and spec.adaptive is not None

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
+
+import pytest
 
 from bitrobust.experiments import STUDIES, axdnn2023, load_study
 
@@ -28,11 +32,26 @@ TINY = axdnn2023.AxSettings(
 )
 
 
-def test_axdnn2023_report(tmp_path, monkeypatch):
+PINNED = json.loads((Path(__file__).parent / "data" / "pinned_axdnn2023_tiny.json").read_text())
+
+
+def test_axdnn2023_as_a_spec_gives_the_pinned_numbers(tmp_path, monkeypatch, caplog):
     assert "axdnn2023" in STUDIES
-    monkeypatch.setattr(axdnn2023, "settings", lambda quick: TINY)
+    text = axdnn2023.spec_text(TINY, "tiny")
+    monkeypatch.setattr(axdnn2023, "study_spec", lambda quick: (TINY, text))
     study = load_study("axdnn2023")
     summary = study.reproduce(tmp_path, quick=True, command="bitrobust reproduce axdnn2023 --quick")
+    keep = (
+        "dataset",
+        "model",
+        "float_accuracy",
+        "multipliers",
+        "faults",
+        "fault_free",
+        "mitigation",
+    )
+    assert [{k: r[k] for k in keep} for r in summary["records"]] == PINNED["records"]
+    assert summary["findings"] == PINNED["findings"]
     report = (tmp_path / "axdnn2023.md").read_text()
     assert "bitrobust reproduce axdnn2023 --quick" in report
     assert "## Mitigation at 50 % faulty PEs" in report and "falretune" in report
@@ -43,14 +62,19 @@ def test_axdnn2023_report(tmp_path, monkeypatch):
     assert len(record["faults"]) == 2 * 2 * 2 * 2  # multipliers × stuck-at × bits × rates
     methods = {row["method"]: row for row in record["mitigation"]}
     assert set(methods) == {"none", "fap", "fap-zero", "fap-t", "falretune"}
-    assert any("FaL-reTune recovers" in line for line in summary["findings"]) or all(
-        row["recovery"] is None for row in record["mitigation"]
-    )
-    assert any("paper: a permanent fault" in line for line in summary["findings"])
-    assert any("FaL-reTune is more accurate than fap in" in line for line in summary["findings"])
-    # everything cached: a second run reuses the record
+    # everything is in the store: a second run trains and runs nothing
+    caplog.set_level(logging.INFO, logger="bitrobust")
+    caplog.clear()
     again = study.reproduce(tmp_path, quick=True)
-    assert again["records"] == saved["records"]
+    assert again["records"] == summary["records"]
+    assert "training" not in caplog.text and "trial(s) to run" not in caplog.text
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_packaged_specs_are_the_settings(quick):
+    settings, text = axdnn2023.study_spec(quick)
+    name = "axdnn2023-quick" if quick else "axdnn2023"
+    assert text == axdnn2023.spec_text(settings, name)
 
 
 def test_method_wins_counts_cases_per_fault():

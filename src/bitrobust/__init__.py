@@ -7,5 +7,5 @@ seed (``bitrobust.faults``), evaluate the faulty model (``bitrobust.evaluate``),
 
 from bitrobust.errors import BitrobustError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["BitrobustError", "__version__"]

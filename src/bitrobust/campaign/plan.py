@@ -20,6 +20,7 @@ from typing import Any
 
 from bitrobust.campaign.spec import (
     CampaignSpec,
+    FaultFreeSpec,
     ModelSpec,
     PEFaultsSpec,
     RandomBitErrorsSpec,
@@ -83,9 +84,10 @@ class FaultSetting:
     layer: str | None = None
     bit: int | None = None
     accelerator: dict[str, Any] | None = None
+    mitigation: dict[str, Any] | None = None
 
     def key(self) -> dict[str, Any]:
-        return {
+        key = {
             "fault": self.fault,
             "kind": self.kind,
             "x": self.x,
@@ -94,6 +96,9 @@ class FaultSetting:
             "bit": self.bit,
             "accelerator": self.accelerator,
         }
+        if self.mitigation is not None:  # absent otherwise: older ids stay valid
+            key["mitigation"] = self.mitigation
+        return key
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class Trial:
             "layer": self.setting.layer,
             "bit": self.setting.bit,
             "accelerator": None if accelerator is None else accelerator_label(accelerator),
+            "mitigation": None
+            if self.setting.mitigation is None
+            else self.setting.mitigation["name"],
             "pattern": self.pattern,
         }
 
@@ -235,17 +243,26 @@ def fault_settings(fault: Any, layout: ModelLayout | None) -> list[FaultSetting]
             for v in fault.voltages
         ]
     if isinstance(fault, PEFaultsSpec):
-        options = {"bit": fault.bit, "stuck_at": fault.stuck_at, "site": fault.site}
+        sweep = isinstance(fault.bit, list)
+        mitigations = [{**m.model_dump(), "name": m.name} for m in fault.mitigations or ()] or [
+            None
+        ]
         return [
             FaultSetting(
                 **common,
                 x=r,
                 x_name="fault_rate",
-                options={**options, "rate": r},
+                options={"bit": b, "stuck_at": fault.stuck_at, "site": fault.site, "rate": r},
                 layer=fault.layer,
+                bit=b if sweep else None,
+                mitigation=m,
             )
+            for b in fault.bits
             for r in fault.fault_rates
+            for m in mitigations
         ]
+    if isinstance(fault, FaultFreeSpec):
+        return [FaultSetting(**common, x=0.0, x_name="fault_rate")]
     raise BitrobustError(f"unknown fault type {fault.type!r}")  # pragma: no cover
 
 
@@ -334,8 +351,8 @@ def plan_trials(
             accelerator = None if fault.accelerator is None else fault.accelerator.model_dump()
             layout = layouts.get(layout_key(instance, accelerator))
             for setting in fault_settings(fault, layout):
-                count = fault.patterns or spec.patterns
-                if patterns is not None:
+                count = 1 if setting.kind == "fault_free" else fault.patterns or spec.patterns
+                if patterns is not None and setting.kind != "fault_free":
                     count = patterns.get(cell_key(instance.model, setting), count)
                 for pattern in range(count):
                     seed = spec.seed + pattern
@@ -346,7 +363,8 @@ def plan_trials(
 
 def cell_key(model: str, setting: FaultSetting) -> tuple[Any, ...]:
     """The cell a trial's statistics aggregate over (patterns and training seeds)."""
-    return (model, setting.fault, setting.x, setting.layer, setting.bit)
+    mitigation = None if setting.mitigation is None else setting.mitigation["name"]
+    return (model, setting.fault, setting.x, setting.layer, setting.bit, mitigation)
 
 
 def layout_key(instance: ModelInstance, accelerator: dict[str, Any] | None) -> str:

@@ -165,7 +165,7 @@ def write_report(
     if not rows:
         blocks.append(_Paragraph("No trials are finished yet."))
     for fault in _distinct(rows, "fault"):
-        fault_rows = [row for row in rows if row.get("fault") == fault]
+        fault_rows = [_with_mitigation(row) for row in rows if row.get("fault") == fault]
         blocks.append(_Heading(2, f"Fault entry: {_text(fault)}"))
         models = _distinct(fault_rows, "fault_model") or _distinct(fault_rows, "kind")
         if models:
@@ -212,7 +212,18 @@ def report_store(
             # sections and curves in the spec's order (rows come sorted by trial id)
             faults = {fault.name: i for i, fault in enumerate(spec.faults)}
             models = {model.name: i for i, model in enumerate(spec.models)}
-            rows.sort(key=lambda r: (faults.get(r["fault"], -1), models.get(r["model"], -1)))
+            mitigations = {
+                m.name: i
+                for fault in spec.faults
+                for i, m in enumerate(getattr(fault, "mitigations", None) or ())
+            }
+            rows.sort(
+                key=lambda r: (
+                    faults.get(r["fault"], -1),
+                    models.get(r["model"], -1),
+                    mitigations.get(r.get("mitigation"), -1),
+                )
+            )
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
@@ -470,6 +481,13 @@ def _spread(values: Sequence[Any], most: int) -> list[Any]:
         return list(values)
     picks = sorted({round(i * (len(values) - 1) / (most - 1)) for i in range(most)})
     return [values[i] for i in picks]
+
+
+def _with_mitigation(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A mitigated trial's curve is its model's with the mitigation named: ``lenet5 + fap``."""
+    if row.get("mitigation") is None:
+        return row
+    return {**row, "model": f"{row.get('model')} + {row['mitigation']}"}
 
 
 def _cell_order(cell: CellStatistics, models: list[Any], accelerators: list[Any]) -> tuple:

@@ -211,10 +211,12 @@ def _tasks(trials: Sequence[planning.Trial], spec: CampaignSpec, data_dir: str |
             setting.layer,
             setting.bit,
             repr(setting.accelerator),
+            repr(setting.mitigation),
         )
         groups.setdefault(key, []).append(trial)
     tasks, members = [], []
-    for group in groups.values():
+    # one deployment's tasks one after another: a worker builds each deployment once
+    for _, group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][5])):
         seeds = sorted({t.seed for t in group})
         for start in range(0, len(seeds), TASK_SEEDS):
             chunk_seeds = set(seeds[start : start + TASK_SEEDS])

@@ -103,6 +103,7 @@ class ModelSpec(_Strict):
     optimizer: str | None = None
     weight_decay: float | None = Field(default=None, ge=0)
     loss: str | None = None
+    hinge_b: float | None = Field(default=None, gt=0)  # the hinge loss's margin b
     w_max: float | None = Field(default=None, gt=0)
     bit_error_rate: Rate | None = None
     training_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
@@ -213,25 +214,65 @@ class SRAMSpec(_FaultBase):
         return self
 
 
+class MitigationSpec(_Strict):
+    """A mitigation of PE faults (:class:`bitrobust.hw.mitigation.MitigationConfig`): ``none``,
+    ``fap`` (faulty PEs bypassed, or with ``bypass = false`` given zero codes), ``fap-t`` (FAP
+    then retuning) or ``falretune``; seeded by the trial's pattern seed."""
+
+    method: Literal["none", "fap", "fap-t", "falretune"]
+    label: str | None = None  # how reports name it (default: method)
+    epochs: int = Field(default=2, ge=0)
+    lr: float = Field(default=0.005, ge=0)
+    examples: int = Field(default=2000, ge=1)  # the first N training examples
+    batch_size: int = Field(default=128, ge=1)
+    bypass: bool = True
+    guard: bool = True
+    compensate_bias: bool = True
+    objective: Literal["absolute", "centered"] = "centered"
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+
 class PEFaultsSpec(_FaultBase):
-    """Permanent stuck-at faults in a fraction ``fault_rates`` of the accelerator's PEs."""
+    """Permanent stuck-at faults in a fraction ``fault_rates`` of the accelerator's PEs: product
+    (or accumulator) bit ``bit`` — or each of a list of bits, a sensitivity sweep — stuck at
+    ``stuck_at``; optionally each pattern also mitigated by every entry of ``mitigations``."""
 
     type: Literal["pe_faults"]
     fault_rates: list[Rate] = Field(min_length=1)
-    bit: int = Field(ge=0, le=31)
+    bit: Annotated[int, Field(ge=0, le=31)] | list[Annotated[int, Field(ge=0, le=31)]]
     stuck_at: Literal[0, 1]
     site: Literal["product", "accumulator"] = "product"
     layer: str | None = None
+    mitigations: list[MitigationSpec] | None = None
+
+    @property
+    def bits(self) -> list[int]:
+        return list(self.bit) if isinstance(self.bit, list) else [self.bit]
 
     @model_validator(mode="after")
     def _needs_array(self) -> PEFaultsSpec:
         if self.accelerator is None:
             raise ValueError("PE faults need an [faults.accelerator] table")
+        if isinstance(self.bit, list) and not self.bit:
+            raise ValueError("bit must not be an empty list")
+        names = [m.name for m in self.mitigations or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("mitigation names (label or method) must be unique")
         return self
 
 
+class FaultFreeSpec(_FaultBase):
+    """No faults: the deployment's own error (e.g. each approximate multiplier fault free)."""
+
+    type: Literal["fault_free"]
+
+
 FaultSpec = Annotated[
-    RandomBitErrorsSpec | StuckAtCellsSpec | SRAMSpec | PEFaultsSpec, Field(discriminator="type")
+    RandomBitErrorsSpec | StuckAtCellsSpec | SRAMSpec | PEFaultsSpec | FaultFreeSpec,
+    Field(discriminator="type"),
 ]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from bitrobust.errors import BitrobustError
 
 _DEPLOYMENTS: OrderedDict[str, Any] = OrderedDict()
-_KEEP_DEPLOYMENTS = 2
+_KEEP_DEPLOYMENTS = 4
 _CHIPS: dict[str, Any] = {}
 
 
@@ -64,6 +64,7 @@ def build_recipe(recipe: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         optimizer=recipe["optimizer"],
         weight_decay=recipe["weight_decay"],
         loss=recipe["loss"],
+        hinge_b=recipe.get("hinge_b"),
         w_max=recipe["w_max"],
         bit_error_rate=recipe["bit_error_rate"],
         seed=recipe["training_seed"],
@@ -115,6 +116,11 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
 
     deployment, data, clean = prepared(task)
     fault_models = [build_fault_model(s, task["data_dir"]) for s in task["settings"]]
+    if task["settings"][0].get("mitigation") is not None:
+        return [
+            _mitigated_trial(task, deployment, data, clean, fault_models[index], trial_id, seed)
+            for trial_id, index, seed in task["trials"]
+        ]
     seeds = sorted({seed for _, _, seed in task["trials"]})
     started = time.perf_counter()
     results = run_trials(deployment, fault_models, seeds, data, clean, task["batch_size"])
@@ -129,6 +135,48 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for trial_id, index, seed in task["trials"]
     ]
+
+
+def _mitigated_trial(
+    task: dict[str, Any],
+    deployment: Any,
+    data: Any,
+    clean: Any,
+    fault_model: Any,
+    trial_id: str,
+    seed: int,
+) -> dict[str, Any]:
+    """One pattern, mitigated on a copy of the deployment (seeded by the pattern seed), then
+    evaluated: the row's ``err_faulty`` is the error after mitigation."""
+    from bitrobust.evaluate import run_trial
+    from bitrobust.hw.mitigation import MitigationConfig, mitigate
+
+    started = time.perf_counter()
+    options = {
+        k: v for k, v in task["settings"][0]["mitigation"].items() if k not in ("label", "name")
+    }
+    config = MitigationConfig(**options, seed=seed)
+    pattern = fault_model.sample(deployment.target, seed)
+    images = labels = None
+    if config.method != "none":
+        images, labels = training_data(task).tensors
+    mitigated = mitigate(deployment, pattern, config, images, labels)
+    result = run_trial(
+        mitigated.deployment, fault_model, seed, data, clean, task["batch_size"], mitigated.pattern
+    )
+    return {
+        "trial_id": trial_id,
+        "seed": seed,
+        "metrics": trial_metrics(result),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def training_data(task: dict[str, Any]) -> Any:
+    """The training split of the task's dataset (retuning examples, calibration images)."""
+    from bitrobust.data import load_dataset
+
+    return load_dataset(task["data"]["dataset"], "train", task["data_dir"])
 
 
 def trial_metrics(result: Any) -> dict[str, Any]:
@@ -154,6 +202,8 @@ def build_fault_model(setting: dict[str, Any], data_dir: str | None) -> Any:
     from bitrobust.hw import PEFaults
 
     kind, options = setting["kind"], setting["options"]
+    if kind == "fault_free":
+        return RandomBitErrors(0.0)  # samples nothing: the trial is the fault-free run
     if kind == "random_bit_errors":
         return RandomBitErrors(
             zero_to_one=options["zero_to_one"],
@@ -224,14 +274,13 @@ def build_deployment(task: dict[str, Any]) -> Any:
     accelerator = task["accelerator"]
     if accelerator is None:
         return QuantizedDeployment(checkpoint.model, checkpoint.scheme)
-    from bitrobust.data import evoapprox_dir, load_dataset
+    from bitrobust.data import evoapprox_dir
     from bitrobust.hw import load_multiplier, make_accelerator
     from bitrobust.hw.deploy import deploy
 
     calibration = None
     if accelerator["calibration"]:
-        train_images = load_dataset(task["data"]["dataset"], "train", task["data_dir"]).tensors[0]
-        calibration = train_images[: accelerator["calibration"]]
+        calibration = training_data(task).tensors[0][: accelerator["calibration"]]
     multiplier = load_multiplier(accelerator["multiplier"], evoapprox_dir(task["data_dir"]))
     array = make_accelerator(accelerator["array"], accelerator["size"])
     return deploy(checkpoint.model, multiplier, array, calibration, task["batch_size"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import shlex
 import sys
 
@@ -56,10 +55,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     study = load_study(args.study)
     command = "bitrobust " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    options = {}
-    if "workers" in inspect.signature(study.reproduce).parameters:  # the campaign-based studies
-        options["workers"] = args.workers
-    summary = study.reproduce(out_dir, args.quick, args.data_dir, command, device, **options)
+    summary = study.reproduce(
+        out_dir, args.quick, args.data_dir, command, device, workers=args.workers
+    )
     emit(
         {
             "study": args.study,

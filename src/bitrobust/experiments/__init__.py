@@ -1,10 +1,12 @@
 """Ready-made studies: the demo and the reproductions of the papers' experiments.
 
-Each study module has ``reproduce(out_dir, quick, data_dir, command, device) -> dict`` (with at
-least ``mode``, ``report``, ``findings`` and ``seconds``) that trains the models it needs,
-evaluates them, and writes Markdown tables, plots and a JSON record to ``out_dir``. Trained
-checkpoints and per-model results are cached there, so an interrupted study resumes where it
-stopped. Register a new study in ``STUDIES``.
+Each study is a campaign spec shipped in ``experiments/specs/`` (quick and full) plus a
+paper-specific report. Its module has ``reproduce(out_dir, quick, data_dir, command, device,
+workers) -> dict`` (with at least ``mode``, ``report``, ``findings`` and ``seconds``), which
+runs the spec into ``out_dir/campaign.db`` (trained checkpoints in ``out_dir/checkpoints``), so
+an interrupted study resumes where it stopped and a changed spec recomputes only what it
+changes, then writes Markdown tables, plots and a JSON record built from the store's rows.
+Register a new study in ``STUDIES``.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ For every dataset × model (an MLP and LeNet-5, trained with RQuant quantization
 3. mitigation at fault rate 50 %: no mitigation vs FAP (faulty PEs bypassed) vs FAP+T vs
    FaL-reTune, for a few (bit, stuck-at) faults.
 
-Writes ``axdnn2023.md`` (tables and findings), ``axdnn2023-multipliers.png``,
-``axdnn2023-bits.png`` and ``axdnn2023.json``; checkpoints and per-model results are cached in
-the output folder, keyed by a fingerprint of the settings that produced them.
+The study is a campaign: :func:`spec_text` writes :class:`AxSettings` as a spec (the packaged
+``specs/axdnn2023.toml`` and ``specs/axdnn2023-quick.toml`` are its output for the full and quick
+settings; a test keeps them equal), which runs into ``<out-dir>/campaign.db``. The report is
+built from the store's rows and writes ``axdnn2023.md`` (tables and findings),
+``axdnn2023-multipliers.png``, ``axdnn2023-bits.png`` and ``axdnn2023.json``.
 """
 
 from __future__ import annotations
@@ -31,17 +33,14 @@ from typing import Any
 
 import torch
 
-from bitrobust.bits import stable_seed
-from bitrobust.checkpoint import load_checkpoint, save_checkpoint
-from bitrobust.data import evoapprox_dir, load_splits, subset
-from bitrobust.evaluate import CleanRun, accuracy, clean_run, run_trial
-from bitrobust.hw import PEFaults, SystolicArray, deploy, load_multiplier
-from bitrobust.hw.deploy import AcceleratorDeployment
-from bitrobust.hw.mitigation import MitigationConfig, mitigate
-from bitrobust.models.architecture import Architecture
-from bitrobust.quant import QuantScheme
+from bitrobust.campaign.plan import training_jobs
+from bitrobust.campaign.spec import CampaignSpec, parse_spec
+from bitrobust.checkpoint import load_checkpoint
+from bitrobust.data import evoapprox_dir, load_dataset, subset
+from bitrobust.evaluate import accuracy
+from bitrobust.experiments.campaigns import SPECS, run_study_spec
+from bitrobust.hw import load_multiplier
 from bitrobust.stats import spearman, summarize
-from bitrobust.train import TrainConfig, train
 
 UNSIGNED_MULTIPLIERS = (
     "mul8u_1JFF",
@@ -124,224 +123,208 @@ def _log(message: str) -> None:
     logging.getLogger(__name__).info(message)
 
 
-def _fingerprint(value: Any) -> str:
-    return f"{stable_seed(json.dumps(value, sort_keys=True, default=str)):016x}"
-
-
-def _train_key(s: AxSettings, dataset: str, model: str, options: dict[str, Any]) -> str:
-    return _fingerprint(
-        {
-            "dataset": dataset,
-            "model": model,
-            "options": options,
-            "epochs": s.epochs,
-            "batch_size": s.batch_size,
-            "lr": s.lr,
-            "train_limit": s.train_limit,
-            "seed": s.seed,
-            "quant": "rquant8",
-        }
-    )
-
-
-def _eval_key(s: AxSettings, train_key: str) -> str:
-    record = asdict(s)
-    for name in ("datasets", "models", "epochs", "batch_size", "lr", "train_limit"):
-        record.pop(name)
-    return _fingerprint([train_key, record])
-
-
-def _model(s, dataset, model_name, options, train_set, out, device):
-    """The trained model for (dataset, model): from the cache when its fingerprint matches."""
-    key = _train_key(s, dataset, model_name, options)
-    path = out / "checkpoints" / f"{dataset}-{model_name}.safetensors"
-    if path.exists():
-        checkpoint = load_checkpoint(path, device or "cpu")
-        if checkpoint.training.get("fingerprint") == key:
-            return checkpoint.model, key, 0.0
-    started = time.time()
-    torch.manual_seed(s.seed)
-    architecture = Architecture.for_dataset(model_name, dataset, options)
-    model = architecture.build()
-    scheme = QuantScheme.preset("rquant", bits=8)
-    config = TrainConfig(
-        epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, progress=False
-    )
-    _log(f"[{dataset} {model_name}] training {s.epochs} epochs")
-    history = train(model, scheme, train_set, config, device=device)
-    training = {**config.to_dict(), "fingerprint": key, "loss_history": history.loss}
-    save_checkpoint(path, model, architecture, scheme, training)
-    return model, key, time.time() - started
-
-
-def evaluate_model(
-    s: AxSettings,
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    train_images: torch.Tensor,
-    train_labels: torch.Tensor,
-    data_dir: str | os.PathLike | None,
-    tag: str,
-) -> dict[str, Any]:
-    """The three parts of the study for one trained model."""
-    calibration = train_images[: s.calibration]
-    array = SystolicArray(s.array_size)
-    data = (images, labels)
-    result: dict[str, Any] = {"float_accuracy": accuracy(model, images, labels)}
-    deployed: dict[str, tuple[AcceleratorDeployment, CleanRun]] = {}
-
-    def deployment_for(name: str) -> tuple[AcceleratorDeployment, CleanRun]:
-        if name not in deployed:
-            multiplier = load_multiplier(name, evoapprox_dir(data_dir))
-            deployment = deploy(model, multiplier, array, calibration=calibration)
-            deployed[name] = (deployment, clean_run(deployment, data))
-        return deployed[name]
-
-    def faulty_accuracy(name: str, faults: PEFaults, seed: int) -> float:
-        deployment, clean = deployment_for(name)
-        return 1 - run_trial(deployment, faults, seed, data, clean).err_faulty
-
-    rows = []
-    for name in s.multipliers:
-        deployment, clean = deployment_for(name)
-        metrics = deployment.multiplier.metrics()
-        rows.append(
-            {
-                "multiplier": name,
-                "power_mw": deployment.multiplier.power_mw,
-                "mae_percent": metrics["mae_percent"],
-                "wce_percent": metrics["wce_percent"],
-                "accuracy": 1 - clean.err,
-            }
-        )
-    result["multipliers"] = rows
-    fault_free = {row["multiplier"]: row["accuracy"] for row in rows}
-    for name in (s.accurate, s.approximate):
-        fault_free[name] = 1 - deployment_for(name)[1].err
-
-    fault_rows = []
-    for name in (s.accurate, s.approximate):
-        _log(f"[{tag}] {name}: bit sweep")
+def spec_text(s: AxSettings, name: str = "axdnn2023") -> str:
+    """The campaign spec of settings ``s``: one model per dataset × architecture; per multiplier
+    a fault-free entry; per accurate/approximate multiplier and stuck-at value a bit sweep at
+    every fault rate; per mitigation fault the five mitigations (none included)."""
+    lines = [
+        f"# Siddique & Hoque 2023 ({name}): made by bitrobust.experiments.axdnn2023.spec_text",
+        f'name = "{name}"',
+        'description = "approximate DNNs under permanent PE faults, and their mitigation"',
+        f"seed = {s.seed}",
+        f"patterns = {s.patterns}",
+        'metrics = ["err_faulty", "rerr"]',
+        "",
+        "[data]",
+        f'dataset = "{s.datasets[0]}"',
+        f"test_limit = {s.test_limit}",
+        *([f"train_limit = {s.train_limit}"] if s.train_limit else []),
+    ]
+    for dataset in s.datasets:
+        for model, options in s.models:
+            lines += [
+                "",
+                "[[models]]",
+                f'name = "{dataset}-{model}"',
+                f'label = "{model}"',
+                f'dataset = "{dataset}"',
+                f'architecture = "{model}"',
+                f"options = {_toml(options)}",
+                'quantization = "rquant"',
+                "bits = 8",
+                f"epochs = {s.epochs}",
+                f"batch_size = {s.batch_size}",
+                f"lr = {s.lr}",
+                f"training_seeds = [{s.seed}]",
+            ]
+    accelerator = f"size = {s.array_size}\ncalibration = {s.calibration}"
+    for multiplier in dict.fromkeys((*s.multipliers, s.accurate, s.approximate)):
+        lines += [
+            "",
+            "[[faults]]",
+            f'name = "fault-free-{multiplier}"',
+            'type = "fault_free"',
+            "[faults.accelerator]",
+            f'multiplier = "{multiplier}"',
+            accelerator,
+        ]
+    for multiplier in (s.accurate, s.approximate):
         for stuck_at in s.stuck_at:
-            for bit in s.bits:
-                for rate in s.rates:
-                    faults = PEFaults(rate, bit, stuck_at)
-                    values = [
-                        faulty_accuracy(name, faults, s.seed + index) for index in range(s.patterns)
-                    ]
-                    losses = [fault_free[name] - v for v in values]
-                    fault_rows.append(
-                        {
-                            "multiplier": name,
-                            "stuck_at": stuck_at,
-                            "bit": bit,
-                            "rate": rate,
-                            "accuracy_mean": statistics.fmean(values),
-                            **{
-                                f"loss_{k}": v
-                                for k, v in summarize(losses).to_json(interval=False).items()
-                            },
-                        }
-                    )
-    result["faults"] = fault_rows
-    result["fault_free"] = dict(fault_free)
-
-    mitigation_rows = []
-    for name in (s.accurate, s.approximate):
-        deployment, clean = deployment_for(name)
+            lines += [
+                "",
+                "[[faults]]",
+                f'name = "bits-{multiplier}-sa{stuck_at}"',
+                'type = "pe_faults"',
+                f"fault_rates = {_toml(list(s.rates))}",
+                f"bit = {_toml(list(s.bits))}",
+                f"stuck_at = {stuck_at}",
+                "[faults.accelerator]",
+                f'multiplier = "{multiplier}"',
+                accelerator,
+            ]
+    for multiplier in (s.accurate, s.approximate):
         for bit, stuck_at in s.mitigation_faults:
-            _log(f"[{tag}] {name}: mitigation of bit {bit} stuck at {stuck_at}")
-            by_method: dict[str, list[float]] = {"none": []}
-            faults = PEFaults(s.mitigation_rate, bit, stuck_at)
-            for index in range(s.mitigation_patterns):
-                pattern = faults.sample(deployment.target, s.seed + index)
-                by_method["none"].append(faulty_accuracy(name, faults, s.seed + index))
-                for method in s.methods:
-                    base, options = MITIGATIONS[method]
-                    config = MitigationConfig(
-                        base,
-                        epochs=s.retune_epochs,
-                        lr=s.retune_lr,
-                        examples=s.retune_examples,
-                        seed=s.seed + index,
-                        **options,
-                    )
-                    mitigated = mitigate(deployment, pattern, config, train_images, train_labels)
-                    trial = run_trial(
-                        mitigated.deployment, faults, 0, data, clean, pattern=mitigated.pattern
-                    )
-                    by_method.setdefault(method, []).append(1 - trial.err_faulty)
-            faulty = statistics.fmean(by_method["none"])
-            lost = fault_free[name] - faulty
-            for method, values in by_method.items():
-                mean = statistics.fmean(values)
-                mitigation_rows.append(
-                    {
-                        "multiplier": name,
-                        "bit": bit,
-                        "stuck_at": stuck_at,
-                        "rate": s.mitigation_rate,
-                        "method": method,
-                        "fault_free": fault_free[name],
-                        "accuracy_mean": mean,
-                        "accuracy_std": summarize(values).std,
-                        "recovery": (mean - faulty) / lost if lost > 0 else None,
-                    }
+            lines += [
+                "",
+                "[[faults]]",
+                f'name = "mitigation-{multiplier}-b{bit}-sa{stuck_at}"',
+                'type = "pe_faults"',
+                f"fault_rates = [{s.mitigation_rate}]",
+                f"bit = {bit}",
+                f"stuck_at = {stuck_at}",
+                f"patterns = {s.mitigation_patterns}",
+                "mitigations = [",
+                '    { method = "none" },',
+            ]
+            for method in s.methods:
+                base, options = MITIGATIONS[method]
+                extra = "".join(f", {k} = {_toml(v)}" for k, v in options.items())
+                label = "" if method == base else f', label = "{method}"'
+                lines.append(
+                    f'    {{ method = "{base}"{label}, epochs = {s.retune_epochs}, '
+                    f"lr = {s.retune_lr}, examples = {s.retune_examples}{extra} }},"
                 )
-    result["mitigation"] = mitigation_rows
-    return result
+            lines += ["]", "[faults.accelerator]", f'multiplier = "{multiplier}"', accelerator]
+    return "\n".join(lines) + "\n"
 
 
-def run(
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def study_spec(quick: bool) -> tuple[AxSettings, str]:
+    """The settings and the packaged spec text of the quick or full run."""
+    name = "axdnn2023-quick" if quick else "axdnn2023"
+    return settings(quick), (SPECS / f"{name}.toml").read_text()
+
+
+def records_from_rows(
     s: AxSettings,
+    spec: CampaignSpec,
+    rows: list[dict[str, Any]],
     out: Path,
-    data_dir: str | os.PathLike | None = None,
-    device: str | None = None,
+    data_dir: str | os.PathLike | None,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every (dataset, model); one record each (cached)."""
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "results").mkdir(parents=True, exist_ok=True)
+    """One record per (dataset, model) from the store's rows: the three parts of the study."""
+    by_fault: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: r["pattern"]):
+        by_fault.setdefault((row["model"], row["fault"]), []).append(row)
+    checkpoints = {job.model: job.checkpoint for job in training_jobs(spec, out / "checkpoints")}
     records = []
     for dataset in s.datasets:
-        train_set, test_set = load_splits(dataset, data_dir)
-        train_set = subset(train_set, s.train_limit)
-        images, labels = subset(test_set, s.test_limit).tensors
-        train_images, train_labels = train_set.tensors
+        images, labels = subset(load_dataset(dataset, "test", data_dir), s.test_limit).tensors
         for model_name, options in s.models:
-            tag = f"{dataset} {model_name}"
-            model, train_key, train_seconds = _model(
-                s, dataset, model_name, options, train_set, out, device
-            )
-            key = _eval_key(s, train_key)
-            path = out / "results" / f"{dataset}-{model_name}.json"
-            try:
-                cached = json.loads(path.read_text())
-            except (OSError, ValueError):
-                cached = None
-            if cached is not None and cached.get("fingerprint") == key:
-                _log(f"[{tag}] cached result")
-                records.append(cached)
-                continue
-            started = time.time()
-            result = evaluate_model(
-                s, model, images, labels, train_images, train_labels, data_dir, tag
-            )
-            record = {
+            name = f"{dataset}-{model_name}"
+
+            def accuracies(fault: str, **match: Any) -> list[float]:
+                return [
+                    1 - r["err_faulty"]
+                    for r in by_fault.get((name, fault), [])  # noqa: B023
+                    if all(r[k] == v for k, v in match.items())
+                ]
+
+            model = load_checkpoint(checkpoints[name]).model
+            record: dict[str, Any] = {
                 "dataset": dataset,
                 "model": model_name,
                 "options": options,
-                "fingerprint": key,
                 "examples": len(images),
-                "train_seconds": round(train_seconds, 1),
-                "eval_seconds": round(time.time() - started, 1),
-                **result,
+                "float_accuracy": accuracy(model, images, labels),
             }
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, path)
+            fault_free = {
+                m: accuracies(f"fault-free-{m}")[0]
+                for m in dict.fromkeys((*s.multipliers, s.accurate, s.approximate))
+            }
+            record["multipliers"] = [
+                _multiplier_row(m, fault_free[m], data_dir) for m in s.multipliers
+            ]
+            record["fault_free"] = fault_free
+            record["faults"] = [
+                _loss_row(m, sa, b, r, fault_free[m], accuracies(f"bits-{m}-sa{sa}", bit=b, x=r))
+                for m in (s.accurate, s.approximate)
+                for sa in s.stuck_at
+                for b in s.bits
+                for r in s.rates
+            ]
+            record["mitigation"] = []
+            for m in (s.accurate, s.approximate):
+                for bit, stuck_at in s.mitigation_faults:
+                    fault = f"mitigation-{m}-b{bit}-sa{stuck_at}"
+                    by_method = {
+                        method: accuracies(fault, mitigation=method)
+                        for method in ("none", *s.methods)
+                    }
+                    faulty = statistics.fmean(by_method["none"])
+                    lost = fault_free[m] - faulty
+                    for method, values in by_method.items():
+                        mean = statistics.fmean(values)
+                        record["mitigation"].append(
+                            {
+                                "multiplier": m,
+                                "bit": bit,
+                                "stuck_at": stuck_at,
+                                "rate": s.mitigation_rate,
+                                "method": method,
+                                "fault_free": fault_free[m],
+                                "accuracy_mean": mean,
+                                "accuracy_std": summarize(values).std,
+                                "recovery": (mean - faulty) / lost if lost > 0 else None,
+                            }
+                        )
             records.append(record)
     return records
+
+
+def _multiplier_row(name: str, fault_free: float, data_dir: str | os.PathLike | None) -> dict:
+    multiplier = load_multiplier(name, evoapprox_dir(data_dir))
+    metrics = multiplier.metrics()
+    return {
+        "multiplier": name,
+        "power_mw": multiplier.power_mw,
+        "mae_percent": metrics["mae_percent"],
+        "wce_percent": metrics["wce_percent"],
+        "accuracy": fault_free,
+    }
+
+
+def _loss_row(
+    multiplier: str, stuck_at: int, bit: int, rate: float, fault_free: float, values: list[float]
+) -> dict[str, Any]:
+    losses = [fault_free - v for v in values]
+    return {
+        "multiplier": multiplier,
+        "stuck_at": stuck_at,
+        "bit": bit,
+        "rate": rate,
+        "accuracy_mean": statistics.fmean(values),
+        **{f"loss_{k}": v for k, v in summarize(losses).to_json(interval=False).items()},
+    }
 
 
 def findings(records: list[dict[str, Any]], s: AxSettings) -> list[str]:
@@ -574,24 +557,30 @@ def reproduce(
     data_dir: str | os.PathLike | None = None,
     command: str = "",
     device: str | None = None,
+    workers: int | None = 1,
 ) -> dict[str, Any]:
-    """Run the study and write its Markdown report, plots and JSON record to ``out_dir``."""
+    """Run the study's campaign into ``out_dir`` and write its Markdown report, plots and JSON
+    record there."""
     out = Path(out_dir)
-    s = settings(quick)
+    s, text = study_spec(quick)
+    spec = parse_spec(text, "spec axdnn2023")
     started = time.time()
-    records = run(s, out, data_dir, device)
+    rows = run_study_spec(spec, text, out, data_dir, workers=workers)
+    records = records_from_rows(s, spec, rows, out, data_dir)
     figures = plots(records, s, out)
     lines_found = findings(records, s)
     elapsed = time.time() - started
-    compute = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
+    compute = sum(r["wall_s"] for r in rows)
     summary = {
         "mode": "quick" if quick else "full",
         "settings": asdict(s),
+        "spec": text,
         "records": records,
         "findings": lines_found,
         "seconds": round(elapsed, 1),
         "plots": [p.name for p in figures],
         "report": str(out / "axdnn2023.md"),
+        "store": str(out / "campaign.db"),
     }
     (out / "axdnn2023.json").write_text(json.dumps(summary, indent=1))
     models = ", ".join(f"{name} {opts or ''}".strip() for name, opts in s.models)
@@ -599,9 +588,12 @@ def reproduce(
         "# Siddique & Hoque 2023 reproduction: approximate DNNs under permanent faults",
         "",
         f"Command: `{command or 'bitrobust reproduce axdnn2023'}` ({summary['mode']} mode; "
-        f"training and evaluation took {compute / 60:.1f} min on {platform.machine()} with "
-        f"{torch.get_num_threads()} thread(s); this run {elapsed / 60:.1f} min, reusing cached "
-        "models and results where present).",
+        f"the trials took {compute / 60:.1f} min of worker time on {platform.machine()} with "
+        f"{torch.get_num_threads()} thread(s) per worker; this run {elapsed / 60:.1f} min, "
+        "reusing the trained models and finished trials its campaign store already held).",
+        "",
+        f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
+        "of `campaign.db` (`bitrobust campaign report` renders it).",
         "",
         f"Models: {models}; RQuant 8-bit quantization-aware training, {s.epochs} epochs on "
         f"{s.train_limit or 'all'} training examples; then run on 8-bit integer hardware "
@@ -625,4 +617,4 @@ def reproduce(
     return summary
 
 
-__all__ = ["MITIGATIONS", "AxSettings", "findings", "reproduce", "run", "settings"]
+__all__ = ["MITIGATIONS", "AxSettings", "findings", "reproduce", "settings", "spec_text"]

@@ -8,7 +8,11 @@ per layer); and reports the Spearman correlation, across models, of each metric 
 accuracy at 10 % and 20 %. Writes ``bnn2021.md``, ``bnn2021.png`` (accuracy vs bit error rate),
 ``bnn2021_metrics.png`` (margin histograms, importance variance) and ``bnn2021.json``.
 
-Checkpoints and per-model results are cached in the output folder, so the study resumes.
+The training and the accuracy sweep are the packaged campaign ``specs/bnn2021.toml`` (or
+``specs/bnn2021-quick.toml``), run into ``<out-dir>/campaign.db`` with the trained models in
+``<out-dir>/checkpoints/``: a rerun resumes, and a changed spec retrains and re-evaluates only
+what it changes. The margin and importance metrics are not trials; they are computed from each
+trained checkpoint every time the report is made (seconds per model), and not cached.
 """
 
 from __future__ import annotations
@@ -18,90 +22,46 @@ import logging
 import math
 import os
 import platform
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bitrobust import stats
-from bitrobust.bnn import accuracy, bnn_metrics, correlations
-from bitrobust.checkpoint import load_checkpoint, save_checkpoint
-from bitrobust.data import dataset_info, load_splits, subset
-from bitrobust.evaluate import QuantizedDeployment, clean_run, run_trial
-from bitrobust.experiments import COMMITTED_SAMPLER
-from bitrobust.faults import RandomBitErrors
-from bitrobust.models.architecture import Architecture
-from bitrobust.quant import BINARY
+from bitrobust.bnn import bnn_metrics, correlations
+from bitrobust.campaign.plan import training_jobs
+from bitrobust.campaign.spec import CampaignSpec, ModelSpec
+from bitrobust.checkpoint import load_checkpoint
+from bitrobust.data import load_dataset, subset
+from bitrobust.errors import BitrobustError
+from bitrobust.experiments.campaigns import STORE_NAME, packaged_spec, run_study_spec
 from bitrobust.report import markdown_table, plot_bnn_metrics, plot_error_curves
-from bitrobust.train import TrainConfig, train
+
+FAULT = "bit-errors"
+"""The spec's fault entry that the accuracy sweep reads."""
 
 
 @dataclass(frozen=True)
-class BnnVariant:
-    """One way of training the BNN: bit flip injection at a rate, and/or the hinge loss."""
+class MetricSettings:
+    """How much the margin and importance metrics see, and which accuracies they are
+    correlated with (the rest of the study is its campaign spec)."""
 
-    label: str
-    bit_error_rate: float = 0.0  # BFIT training rate; 0 means plain training
-    loss: str = "cross_entropy"
-    hinge_b: float = 128.0
-
-    @property
-    def method(self) -> str:
-        return "bitflip" if self.bit_error_rate > 0 else "normal"
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.label.lower().replace("%", "pct")).strip("-")
-
-
-BFIT_VARIANTS = tuple(BnnVariant(f"BFIT {rate:g} %", rate / 100) for rate in (0, 5, 10, 20))
-
-
-@dataclass
-class BnnStudySettings:
-    """What to train, how to sweep it and how much data the metrics see."""
-
-    dataset: str = "fashion-mnist"
-    model: str = "bnn-mlp"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    variants: tuple[BnnVariant, ...] = (*BFIT_VARIANTS, BnnVariant("MHL b=128", loss="hinge"))
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
-    train_limit: int | None = None
-    test_limit: int | None = 5000
-    bit_error_rates: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-    patterns: int = 5
-    metric_examples: int = 1000  # the first N test examples
+    examples: int = 1000  # the first N test examples
     importance_neurons: int | None = 256  # flip importance: neurons sampled per layer
     correlation_rates: tuple[float, ...] = (0.1, 0.2)
-    seed: int = 0
 
 
-def settings(quick: bool) -> BnnStudySettings:
-    """The full run (about 1–1.5 hours on 2 cores) or the quick one (under 15 minutes)."""
-    if quick:
-        return BnnStudySettings(
-            model_options={"hidden": [512, 512]},
-            epochs=3,
-            train_limit=30000,
-            test_limit=2000,
-            bit_error_rates=(0.0, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3),
-            patterns=3,
-            importance_neurons=128,
-        )
-    return BnnStudySettings(
-        variants=(
-            *BFIT_VARIANTS,
-            BnnVariant("MHL b=32", loss="hinge", hinge_b=32.0),
-            BnnVariant("MHL b=128", loss="hinge", hinge_b=128.0),
-        ),
-        model_options={"hidden": [2048, 2048]},
-        epochs=6,
-    )
+def study_spec(quick: bool) -> tuple[CampaignSpec, str]:
+    """The packaged spec: ``specs/bnn2021.toml`` (about 1–1.5 hours on 2 cores) or
+    ``specs/bnn2021-quick.toml`` (under 15 minutes)."""
+    return packaged_spec("bnn2021-quick" if quick else "bnn2021")
+
+
+def metric_settings(quick: bool) -> MetricSettings:
+    """The metrics' settings of the full run, or of the quick one (fewer sampled neurons)."""
+    return MetricSettings(importance_neurons=128) if quick else MetricSettings()
 
 
 def reproduce(
@@ -110,26 +70,18 @@ def reproduce(
     data_dir: str | os.PathLike | None = None,
     command: str = "",
     device: str | None = None,
+    workers: int | None = 1,
 ) -> dict[str, Any]:
-    """Run the study with the quick or full settings; see :func:`run`."""
-    return run(settings(quick), out_dir, "quick" if quick else "full", data_dir, command, device)
-
-
-def run(
-    study: BnnStudySettings,
-    out_dir: str | os.PathLike,
-    mode: str = "custom",
-    data_dir: str | os.PathLike | None = None,
-    command: str = "",
-    device: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train, sweep and measure every variant, then write the report to ``out_dir``."""
+    """Run the study's campaign into ``out_dir``, compute the metrics of every trained model
+    (on ``device``, default CPU) and write the report there."""
     out = Path(out_dir)
+    spec, text = study_spec(quick)
+    settings = metric_settings(quick)
     started = time.time()
-    records = run_models(study, out, data_dir, device, progress)
-    correlation_rows = correlation_table_rows(records, study.correlation_rates)
-    findings = summarize(records, correlation_rows, study)
+    rows = run_study_spec(spec, text, out, data_dir, workers=workers)
+    records = variant_records(spec, rows, out / "checkpoints", settings, data_dir, device)
+    correlation_rows = correlation_table_rows(records, settings.correlation_rates)
+    findings = summarize(records, correlation_rows, settings.correlation_rates)
     accuracy_plot = plot_accuracy(records, out / "bnn2021.png")
     metrics_plot = plot_bnn_metrics(
         {record["variant"]: record["metrics"]["layers"] for record in records},
@@ -137,152 +89,124 @@ def run(
     )
     elapsed = time.time() - started
     summary = {
-        "mode": mode,
-        "settings": {**asdict(study), "variants": [asdict(v) for v in study.variants]},
+        "mode": "quick" if quick else "full",
+        "spec": text,
+        "metric_settings": asdict(settings),
         "records": records,
         "correlations": correlation_rows,
         "findings": findings,
         "seconds": round(elapsed, 1),
+        "compute_seconds": round(sum(r["wall_s"] for r in rows), 1),
         "plots": [accuracy_plot.name, metrics_plot.name],
         "report": str(out / "bnn2021.md"),
+        "store": str(out / STORE_NAME),
     }
     (out / "bnn2021.json").write_text(json.dumps(summary, indent=1))
     (out / "bnn2021.md").write_text(
-        report_text(study, records, correlation_rows, findings, summary, command, elapsed)
+        report_text(spec, settings, records, correlation_rows, findings, summary, command)
     )
     return summary
 
 
-def run_models(
-    study: BnnStudySettings,
-    out: Path,
-    data_dir: str | os.PathLike | None,
-    device: str | None,
-    progress: bool,
+def variant_spec(model: ModelSpec) -> dict[str, Any]:
+    """How a variant was trained: its label, BFIT rate (0 for plain training), loss and b."""
+    from bitrobust.train import TrainConfig  # its defaults: what a spec leaves out
+
+    rate = TrainConfig.bit_error_rate if model.bit_error_rate is None else model.bit_error_rate
+    return {
+        "label": model.label or model.name,
+        "bit_error_rate": rate if model.method == "bitflip" else 0.0,
+        "loss": model.loss or TrainConfig.loss,
+        "hinge_b": TrainConfig.hinge_b if model.hinge_b is None else model.hinge_b,
+    }
+
+
+def variant_records(
+    spec: CampaignSpec,
+    rows: list[dict[str, Any]],
+    checkpoint_dir: Path,
+    settings: MetricSettings,
+    data_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per variant (accuracy sweep + metrics), cached in ``out/results``."""
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    train_set, test_set = load_splits(study.dataset, data_dir)
-    train_set = subset(train_set, study.train_limit)
-    images, labels = subset(test_set, study.test_limit).tensors
+    """One record per model of ``spec`` (in spec order): ``name``, ``variant`` (its label),
+    ``variant_spec``, ``accuracy`` (clean), ``sweep`` (:func:`sweep_rows`) and ``metrics``
+    (:func:`bitrobust.bnn.bnn_metrics` of its checkpoint on the first ``settings.examples``
+    test examples, recomputed on every call)."""
+    checkpoints: dict[str, str] = {}
+    for job in training_jobs(spec, checkpoint_dir):
+        if job.model in checkpoints:
+            raise BitrobustError(
+                f"model {job.model!r}: bnn2021 correlates one trained model per variant; "
+                "give it one training seed"
+            )
+        checkpoints[job.model] = job.checkpoint
+    tests: dict[str, Any] = {}
     records = []
-    for variant in study.variants:
-        name = f"{study.dataset}-{study.model}-{variant.slug}"
-        result_path = out / "results" / f"{name}.json"
-        if result_path.exists():
-            _log(f"[{name}] cached result")
-            records.append(json.loads(result_path.read_text()))
-            continue
-        ckpt_path = out / "checkpoints" / f"{name}.safetensors"
-        started = time.time()
-        if ckpt_path.exists():
-            _log(f"[{name}] cached checkpoint")
-            model = load_checkpoint(ckpt_path, device or "cpu").model
-        else:
-            model = train_variant(study, variant, train_set, ckpt_path, device, progress)
-        train_seconds = time.time() - started
-        started = time.time()
-        _log(f"[{name}] accuracy under bit errors, {study.patterns} patterns per rate")
-        sweep = accuracy_sweep(model, images, labels, study.bit_error_rates, study.patterns)
-        clean_accuracy = accuracy(model, images, labels)
-        eval_seconds = time.time() - started
-        started = time.time()
-        _log(f"[{name}] margins and importance on {study.metric_examples} examples")
-        count = study.metric_examples
-        metrics = bnn_metrics(
-            model,
-            images[:count],
-            labels[:count],
-            importance="flip",
-            max_neurons=study.importance_neurons,
-            seed=study.seed,
+    for model in spec.models:
+        mine = sorted(
+            (r for r in rows if r["model"] == model.name and r["fault"] == FAULT),
+            key=lambda r: r["pattern"],
         )
-        record = {
-            "name": name,
-            "variant": variant.label,
-            "variant_spec": asdict(variant),
-            "accuracy": clean_accuracy,
-            "sweep": sweep,
-            "metrics": metrics,
-            "train_seconds": round(train_seconds, 1),
-            "eval_seconds": round(eval_seconds, 1),
-            "metric_seconds": round(time.time() - started, 1),
-        }
-        _log(f"[{name}] clean accuracy {100 * record['accuracy']:.2f} %")
-        tmp = result_path.with_name(result_path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, result_path)
-        records.append(record)
+        if not mine:
+            continue
+        examples = mine[0]["examples"]
+        started = time.time()
+        _log(f"[{model.name}] margins and importance on {settings.examples} examples")
+        dataset = spec.dataset_of(model)
+        if dataset not in tests:
+            tests[dataset] = load_dataset(dataset, "test", data_dir)
+        count = min(settings.examples, spec.data.test_limit or settings.examples)
+        images, labels = subset(tests[dataset], count).tensors
+        network = load_checkpoint(checkpoints[model.name], device or "cpu").model
+        metrics = bnn_metrics(
+            network,
+            images,
+            labels,
+            importance="flip",
+            max_neurons=settings.importance_neurons,
+            seed=spec.seed,
+        )
+        records.append(
+            {
+                "name": model.name,
+                "variant": model.label or model.name,
+                "variant_spec": variant_spec(model),
+                # the fault-free error as a count of examples: the exact clean accuracy
+                "accuracy": (examples - round(mine[0]["err_clean"] * examples)) / examples,
+                "sweep": sweep_rows(mine),
+                "metrics": metrics,
+                "checkpoint": Path(checkpoints[model.name]).name,
+                "eval_seconds": round(sum(r["wall_s"] for r in mine), 1),
+                "metric_seconds": round(time.time() - started, 1),
+            }
+        )
+        _log(f"[{model.name}] clean accuracy {100 * records[-1]['accuracy']:.2f} %")
     return records
 
 
-def train_variant(
-    study: BnnStudySettings,
-    variant: BnnVariant,
-    train_set,
-    ckpt_path: Path,
-    device: str | None,
-    progress: bool,
-) -> torch.nn.Module:
-    """Train one BNN (Adam, no weight decay) and save its checkpoint."""
-    info = dataset_info(study.dataset)
-    architecture = Architecture.for_dataset(study.model, info.name, study.model_options)
-    torch.manual_seed(study.seed)
-    model = architecture.build()
-    config = TrainConfig(
-        method=variant.method,
-        epochs=study.epochs,
-        batch_size=study.batch_size,
-        lr=study.lr,
-        optimizer="adam",
-        weight_decay=0.0,
-        bit_error_rate=variant.bit_error_rate,
-        loss=variant.loss,
-        hinge_b=variant.hinge_b,
-        seed=study.seed,
-        progress=progress,
-    )
-    _log(f"[{ckpt_path.stem}] training {study.model} ({variant.label})")
-    history = train(model, BINARY, train_set, config, device=device)
-    save_checkpoint(
-        ckpt_path, model, architecture, BINARY, {**config.to_dict(), "loss_history": history.loss}
-    )
-    return model
-
-
-def accuracy_sweep(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    rates: tuple[float, ...],
-    patterns: int,
-    seed: int = 0,
-) -> list[dict[str, float]]:
-    """Accuracy (1 − error of the faulty model) and RErr per symmetric bit error rate, over
-    seeded patterns (seeds ``seed``..``seed + patterns - 1``, nested across rates)."""
-    deployment = QuantizedDeployment(model, BINARY)
-    data = (images, labels)
-    clean = clean_run(deployment, data)
-    rows = []
-    for rate in rates:
-        faults = RandomBitErrors(rate, sampler=COMMITTED_SAMPLER)
-        trials = [
-            run_trial(deployment, faults, seed + k, data, clean)
-            for k in range(patterns if rate > 0 else 1)
-        ]
-        accuracies = stats.summarize([1 - trial.err_faulty for trial in trials])
-        rows.append(
+def sweep_rows(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per bit error rate of one model's trial rows (sorted by pattern): accuracy (1 − error
+    of the faulty model) mean/min/max and mean RErr over the patterns. At rate 0 every pattern
+    is the clean model, and the row holds one."""
+    by_rate: dict[float, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_rate.setdefault(row["x"], []).append(row)
+    result = []
+    for rate in sorted(by_rate):
+        trials = by_rate[rate] if rate > 0 else by_rate[rate][:1]
+        accuracies = stats.summarize([1 - trial["err_faulty"] for trial in trials])
+        result.append(
             {
                 "bit_error_rate": rate,
                 "accuracy_mean": accuracies.mean,
                 "accuracy_min": accuracies.min,
                 "accuracy_max": accuracies.max,
-                "rerr_mean": stats.summarize([trial.rerr for trial in trials]).mean,
+                "rerr_mean": stats.summarize([trial["rerr"] for trial in trials]).mean,
                 "patterns": len(trials),
             }
         )
-    return rows
+    return result
 
 
 #: Metrics correlated with the accuracy under bit errors, and the sign the paper leads one to
@@ -347,12 +271,14 @@ def correlation_table_rows(
 
 
 def summarize(
-    records: list[dict[str, Any]], correlation_rows: list[dict[str, Any]], study: BnnStudySettings
+    records: list[dict[str, Any]],
+    correlation_rows: list[dict[str, Any]],
+    rates: tuple[float, ...],
 ) -> list[str]:
     """Findings: accuracy at the correlation rates, whether BFIT widens the margins, and the
     headline correlations (mean over layers) against the expected signs."""
     lines = []
-    for rate in study.correlation_rates:
+    for rate in rates:
         values = ", ".join(
             f"{record['variant']} {_pct(accuracy_at(record, rate))}" for record in records
         )
@@ -388,16 +314,17 @@ def summarize(
 
 
 def report_text(
-    study: BnnStudySettings,
+    spec: CampaignSpec,
+    settings: MetricSettings,
     records: list[dict[str, Any]],
     correlation_rows: list[dict[str, Any]],
     findings: list[str],
     summary: dict[str, Any],
     command: str,
-    elapsed: float,
 ) -> str:
     """The Markdown report."""
-    rates = study.bit_error_rates
+    fault = next(f for f in spec.faults if f.name == FAULT)
+    rates = tuple(fault.rates)
     accuracy_rows = []
     for record in records:
         row: dict[str, Any] = {"model": record["variant"]}
@@ -445,20 +372,29 @@ def report_text(
         ],
         floatfmt=".4g",
     )
-    correlation_table = _correlation_table(correlation_rows, study.correlation_rates)
-    options = study.model_options or "default widths"
+    correlation_table = _correlation_table(correlation_rows, settings.correlation_rates)
+    model = spec.models[0]
+    options = model.options or "default widths"
+    patterns = fault.patterns or spec.patterns
     lines = [
         "# Buschjäger et al. 2021 reproduction: bit error tolerance metrics of BNNs",
         "",
-        f"Command: `{command or 'bitrobust reproduce bnn2021'}` ({summary['mode']} mode, "
-        f"{elapsed / 60:.1f} min on {platform.machine()} with {torch.get_num_threads()} threads).",
+        f"Command: `{command or 'bitrobust reproduce bnn2021'}` ({summary['mode']} mode; "
+        f"the trials took {summary['compute_seconds'] / 60:.1f} min of worker time on "
+        f"{platform.machine()} with {torch.get_num_threads()} thread(s) per worker; this run "
+        f"{summary['seconds'] / 60:.1f} min, reusing the trained models and finished trials in "
+        "its campaign store).",
         "",
-        f"Model: {study.model} {options} on {study.dataset}, {study.epochs} epochs of Adam "
-        f"(lr {study.lr:g}, batch {study.batch_size}), train examples: "
-        f"{study.train_limit or 'all'}; first {study.test_limit or 'all'} test examples for the "
-        f"accuracy sweep ({study.patterns} seeded patterns per rate, nested across rates), first "
-        f"{study.metric_examples} for the metrics (importance on up to "
-        f"{study.importance_neurons or 'all'} random neurons per layer).",
+        f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
+        f"of `{Path(summary['store']).name}` (`bitrobust campaign report` renders it). The "
+        "metrics are computed from the trained checkpoints each time this report is made.",
+        "",
+        f"Model: {model.architecture} {options} on {spec.dataset_of(model)}, {model.epochs} "
+        f"epochs of Adam (lr {model.lr:g}, batch {model.batch_size}), train examples: "
+        f"{spec.data.train_limit or 'all'}; first {spec.data.test_limit or 'all'} test examples "
+        f"for the accuracy sweep ({patterns} seeded patterns per rate, nested across rates), "
+        f"first {settings.examples} for the metrics (importance on up to "
+        f"{settings.importance_neurons or 'all'} random neurons per layer).",
         "",
         "Variants: BFIT p = random sign flips of the binary weights and biases at rate p on every "
         "training forward pass (BFIT 0 % is plain training); MHL b = modified hinge loss with "
@@ -542,3 +478,6 @@ def _scaled(value: float | None) -> float | None:
 def _log(message: str) -> None:
     """Progress of the study: the ``bitrobust`` logger at INFO (the CLI shows it on stderr)."""
     logging.getLogger(__name__).info(message)
+
+
+__all__ = ["reproduce", "study_spec"]

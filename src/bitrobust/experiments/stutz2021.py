@@ -160,7 +160,7 @@ def reproduce(
         f"Command: `{command or 'bitrobust reproduce stutz2021'}` ({summary['mode']} mode; "
         f"the trials took {compute / 60:.1f} min of worker time on {platform.machine()} with "
         f"{torch.get_num_threads()} thread(s) per worker; this run {elapsed / 60:.1f} min, "
-        "reusing the trained models and finished trials in its campaign store).",
+        "reusing the trained models and finished trials its campaign store already held).",
         "",
         f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
         f"of `{Path(summary['store']).name}` (`bitrobust campaign report` renders it).",
