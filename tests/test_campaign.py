@@ -419,5 +419,9 @@ def test_status_export_and_json(tmp_path, capsys):
     with open(tmp_path / "x.csv", newline="") as stream:
         ids = [row["trial_id"] for row in csv.DictReader(stream)]
     assert ids == sorted(ids) and len(ids) == 6
+    out = tmp_path / "report"
+    assert main(["campaign", "report", str(store), "--out", str(out), "--json"]) == 0
+    paths = json.loads(capsys.readouterr().out)
+    assert Path(paths["html"]).is_file() and Path(paths["markdown"]).read_text().startswith("#")
     assert main(["campaign", "status", str(tmp_path / "missing.db")]) == 2
     assert "does not exist" in capsys.readouterr().err
