@@ -5,13 +5,13 @@ saved as a checkpoint the campaign names), random bit errors at 5 rates x ``--pa
 seeded patterns on the first ``--examples`` test images, one torch thread. Configurations:
 
 - loop: ``evaluate_fault_models`` on all rates at once (model and data in memory): today's way;
-- loop, tasks of 16: one deployment and clean run, then ``run_trials`` per rate and per chunk
+- loop, tasks of 16: one deployment and clean run, then ``run_trials`` on all rates per chunk
   of 16 seeds, as the campaign's tasks run them, without store, planning or loading: it
   separates what the task split costs from the store and scheduling overhead;
 - campaign, in process: ``run_campaign`` with ``InProcessExecutor`` into a fresh store, timed
   from the spec text (parse, plan, load the checkpoint and data, trials, store writes, close);
   the worker's deployment cache is cleared first, as in a fresh ``bitrobust campaign run``;
-- campaign, 2 worker processes: ``LocalExecutor(2)``, with the pool's start-up (spawn, imports)
+- campaign, 2 worker processes: ``LocalExecutor(2)``, with the pool's start-up (forkserver)
   and without it (start-up timed apart by a trivial map on the fresh pool).
 
 Interleaved rounds (the first configuration rotates) after one untimed warm-up with 2
@@ -51,7 +51,7 @@ from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
 
 RATES = (0.0005, 0.001, 0.005, 0.01, 0.02)
-TASK = runner.TASK_TRIALS
+TASK = runner.TASK_SEEDS
 WORKERS = 2
 
 LOOP, LOOP16, INPROC, POOL, POOL_WARM = (
@@ -99,14 +99,15 @@ def run_loop(model, scheme, data, patterns: int) -> dict[tuple[float, int], tupl
 
 def run_loop16(model, scheme, data, patterns: int) -> dict[tuple[float, int], tuple[float, float]]:
     """The campaign's tasks without the campaign: one deployment and clean run, then
-    ``run_trials`` per rate and chunk of 16 seeds."""
+    ``run_trials`` on all rates per chunk of 16 seeds."""
     deployment = QuantizedDeployment(model, scheme)
     clean = clean_run(deployment, data)
     out = {}
-    for rate in RATES:
-        for start in range(0, patterns, TASK):
-            seeds = range(start, min(start + TASK, patterns))
-            rows = run_trials(deployment, [RandomBitErrors(rate)], seeds, data, clean)[0]
+    for start in range(0, patterns, TASK):
+        seeds = range(start, min(start + TASK, patterns))
+        faults = [RandomBitErrors(rate) for rate in RATES]
+        results = run_trials(deployment, faults, seeds, data, clean)
+        for rate, rows in zip(RATES, results):
             for seed, trial in zip(seeds, rows):
                 out[(rate, seed)] = (trial.rerr, trial.err_faulty)
     return out
@@ -303,7 +304,7 @@ def main() -> None:
             start = time.perf_counter()
             executor = LocalExecutor(WORKERS)
             try:
-                warm = ["cpu"] * (2 * WORKERS)  # spawn the workers, import torch
+                warm = ["cpu"] * (2 * WORKERS)  # start the workers
                 list(executor.map(worker.environment, warm, StopFlag()))
                 started = time.perf_counter()
                 store = campaign(executor, patterns)
@@ -367,7 +368,7 @@ def main() -> None:
         )
     print()
     print(
-        f"Pool start-up ({WORKERS} spawned workers importing torch): "
+        f"Pool start-up ({WORKERS} workers forked from the forkserver, which imports torch once): "
         f"{statistics.median(startup):.2f} s (median)."
     )
     over16 = (median[INPROC] - median[LOOP16]) / trials * 1e3

@@ -215,20 +215,31 @@ def _tasks(trials: Sequence[planning.Trial], spec: CampaignSpec, data_dir: str |
         )
         groups.setdefault(key, []).append(trial)
     tasks, members = [], []
+    keys: dict[int, str] = {}  # one repr per setting object
+
+    def key_of(setting: planning.FaultSetting) -> str:
+        if id(setting) not in keys:
+            keys[id(setting)] = repr(setting.key())
+        return keys[id(setting)]
+
     # one deployment's tasks one after another: a worker builds each deployment once
     for _, group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][5])):
         seeds = sorted({t.seed for t in group})
-        for start in range(0, len(seeds), TASK_SEEDS):
-            chunk_seeds = set(seeds[start : start + TASK_SEEDS])
-            chunk = [t for t in group if t.seed in chunk_seeds]
+        chunk_of = {seed: i // TASK_SEEDS for i, seed in enumerate(seeds)}
+        chunks: list[list[planning.Trial]] = [[] for _ in range(-(-len(seeds) // TASK_SEEDS))]
+        for t in group:
+            chunks[chunk_of[t.seed]].append(t)
+        for chunk in chunks:
             settings: dict[str, int] = {}
+            by_key: dict[str, planning.FaultSetting] = {}
             for t in chunk:
-                settings.setdefault(repr(t.setting.key()), len(settings))
+                key = key_of(t.setting)
+                settings.setdefault(key, len(settings))
+                by_key.setdefault(key, t.setting)
             first = chunk[0]
             task = _task(first.instance, first.setting.accelerator, spec, data_dir)
-            by_key = {repr(t.setting.key()): t.setting for t in chunk}
             task["settings"] = [by_key[k].__dict__.copy() for k in settings]
-            task["trials"] = [(t.trial_id, settings[repr(t.setting.key())], t.seed) for t in chunk]
+            task["trials"] = [(t.trial_id, settings[key_of(t.setting)], t.seed) for t in chunk]
             tasks.append(task)
             members.append(chunk)
     return tasks, members
