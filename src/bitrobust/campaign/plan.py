@@ -141,7 +141,7 @@ def training_recipe(spec: CampaignSpec, model: ModelSpec, training_seed: int) ->
     retrains only the models it affects)."""
     from bitrobust import __version__
 
-    fields = model.model_dump(exclude={"name", "checkpoint", "training_seeds"})
+    fields = model.model_dump(exclude={"name", "label", "checkpoint", "training_seeds"})
     return {
         **fields,
         "dataset": spec.dataset_of(model),
@@ -280,6 +280,11 @@ def _memory_settings(
             raise BitrobustError(f"fault {fault.name!r}: per-layer/per-bit sweeps need a model")
         if fault.per_layer:
             chosen = [n for n in layout.stored if not fault.layers or _covered(n, fault.layers)]
+            if not chosen:
+                raise BitrobustError(
+                    f"fault {fault.name!r}: layers {fault.layers} name no stored parameter "
+                    f"(stored: {', '.join(layout.stored)})"
+                )
             layers = list(chosen)
         if fault.per_bit:
             bits = [

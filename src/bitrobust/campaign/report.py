@@ -49,8 +49,10 @@ X_AXES: dict[str, tuple[str, str, float]] = {
     "bit_error_rate": ("bit error rate p", "%", 100.0),
     "fault_rate": ("fault rate", "%", 100.0),
     "voltage": ("voltage V / V_min", "", 1.0),
+    "stuck_cell_rate": ("stuck cell rate", "%", 100.0),
 }
-LOG_X = ("bit_error_rate", "fault_rate")  # log axis when every x > 0 spans more than a decade
+# a log axis when every x > 0 and they span more than a decade
+LOG_X = ("bit_error_rate", "fault_rate", "stuck_cell_rate")
 PROVENANCE_LABELS = {
     "bitrobust": "bitrobust version",
     "code": "code fingerprint",
@@ -224,6 +226,7 @@ def report_store(
                     mitigations.get(r.get("mitigation"), -1),
                 )
             )
+            rows = _labelled(rows, spec)
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
@@ -481,6 +484,22 @@ def _spread(values: Sequence[Any], most: int) -> list[Any]:
         return list(values)
     picks = sorted({round(i * (len(values) - 1) / (most - 1)) for i in range(most)})
     return [values[i] for i in picks]
+
+
+def _labelled(rows: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
+    """Models and fault entries named by their ``label`` where the spec gives one and no two
+    entries share it (a shared label would merge their cells)."""
+    names = {}
+    for entries, key in ((spec.models, "model"), (spec.faults, "fault")):
+        labels = [e.label or e.name for e in entries]
+        names[key] = {
+            e.name: label for e, label in zip(entries, labels) if labels.count(label) == 1
+        }
+    return [
+        {**r, "model": names["model"].get(r["model"], r["model"]),
+         "fault": names["fault"].get(r["fault"], r["fault"])}
+        for r in rows
+    ]  # fmt: skip
 
 
 def _with_mitigation(row: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -235,7 +235,7 @@ class CampaignStore:
                 arrays = [_arrow_column([row.get(name) for row in rows]) for name in columns]
                 table = pyarrow.Table.from_arrays(arrays, names=columns)
                 pyarrow.parquet.write_table(table, tmp)
-        log.info("exported %d trials from %s to %s", len(rows), self.path, path)
+        log.debug("exported %d trials from %s to %s", len(rows), self.path, path)
         return path
 
     # -- writing -------------------------------------------------------------------------------

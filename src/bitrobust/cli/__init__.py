@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bitrobust: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `bitrobust multipliers list | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
