@@ -289,6 +289,5 @@ def build_deployment(task: dict[str, Any]) -> Any:
 def layout(task: dict[str, Any]) -> tuple[tuple[str, ...], int]:
     """The stored parameter names and bits per value of the task's deployment (for per-layer
     and per-bit sweeps)."""
-    deployment, _, _ = prepared(task)
-    tensors = deployment.qmodel.tensors
+    tensors = build_deployment(task).qmodel.tensors  # no clean run: nothing else is needed
     return tuple(tensors), max(tensor.scheme.bits for tensor in tensors.values())
