@@ -425,3 +425,20 @@ def test_status_export_and_json(tmp_path, capsys):
     assert Path(paths["html"]).is_file() and Path(paths["markdown"]).read_text().startswith("#")
     assert main(["campaign", "status", str(tmp_path / "missing.db")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_chip_calibrated_to_the_bit_error_rate_flips_about_twice_as_many_bits(tmp_path):
+    text = TINY.replace("rates = [0.01, 0.05]\n", "rates = [0.01]\n") + "".join(
+        f'\n[[faults]]\nname = "{name}"\ntype = "sram"\nsynthetic_chip = 0\nvoltages = [0.8]\n'
+        + extra
+        for name, extra in (("cells", ""), ("bits", 'calibration = "bit_error_rate"\n'))
+    )
+    run(write_spec(tmp_path, text), tmp_path / "s.db")
+    with CampaignStore.open_existing(tmp_path / "s.db") as store:
+        flips = {}
+        for record in store.records():
+            flips.setdefault(record.params["fault"], []).append(record.metrics["flips"])
+    ratio = sum(flips["bits"]) / sum(flips["cells"])
+    assert 1.6 < ratio < 2.4
+    with pytest.raises(BitrobustError, match="calibration applies to synthetic chips only"):
+        parse_spec(text.replace("synthetic_chip = 0", 'chip = "c.npz"'))

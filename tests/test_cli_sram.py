@@ -159,3 +159,17 @@ def test_help_explains_every_option(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: bitrobust " + " ".join(command) in out
+
+
+def test_make_chip_calibrated_to_the_bit_error_rate(tmp_path, capsys):
+    """``--calibration bit-error-rate``: the chip's bit error rate (not its failing cells)
+    follows the curve, so twice as many cells fail as with the default."""
+    rows = {}
+    for calibration in ("failing-cells", "bit-error-rate"):
+        out = tmp_path / f"{calibration}.npz"
+        args = ["sram", "make-chip", "--out", str(out), "--calibration", calibration]
+        assert main([*args, *SMALL_CHIP, "--json"]) == 0
+        rows[calibration] = {r["voltage"]: r for r in _json(capsys)["rates"]}
+    cells, bits = rows["failing-cells"], rows["bit-error-rate"]
+    voltage = 0.8
+    assert bits[voltage]["failing_cells"] > 1.5 * cells[voltage]["failing_cells"]

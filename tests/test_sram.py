@@ -311,3 +311,22 @@ def test_bit_error_rate_means_the_same_for_chips_and_random_bit_errors(chip):
         for flips in (chip_flips, random_flips):
             mean = sum(flips) / len(flips)
             assert abs(mean - expected) < 0.15 * expected + 10, (voltage, mean, expected)
+
+
+def test_a_chip_calibrated_to_the_bit_error_rate_flips_p_of_the_bits():
+    """p(V) as the paper's bit error rate: twice the cells fail, and stored bits flip with
+    about p(V) (they flip with about p(V)/2 under the default failing-cell calibration)."""
+    from bitrobust.faults import VoltageErrorCurve, make_chip
+
+    curve = VoltageErrorCurve.default()
+    cells = make_chip(3, 8, 256, 64)
+    bits = make_chip(3, 8, 256, 64, calibration="bit_error_rate")
+    assert bits.label.endswith("-ber") and bits.id != cells.id
+    for voltage in (0.80, 0.84, 0.88):
+        p = curve.rate(voltage)
+        assert abs(cells.failing_cells(voltage) / p - 1) < 0.15
+        assert abs(bits.failing_cells(voltage) / (2 * p) - 1) < 0.15
+        assert abs(bits.bit_error_rate(voltage) / p - 1) < 0.15
+    assert bits.failing_cells(0.76) <= 1.0
+    with pytest.raises(BitrobustError, match="unknown chip calibration"):
+        make_chip(3, 2, 8, 8, calibration="cells")

@@ -228,11 +228,13 @@ def fault_settings(fault: Any, layout: ModelLayout | None) -> list[FaultSetting]
         values = [(r, {"rate": r, "stuck_at_one": fault.stuck_at_one}) for r in fault.rates]
         return _memory_settings(fault, values, "stuck_cell_rate", common, layout)
     if isinstance(fault, SRAMSpec):
-        chip = (
+        chip: dict[str, Any] = (
             {"synthetic_chip": fault.synthetic_chip}
             if fault.chip is None
             else {"chip": fault.chip, "chip_digest": file_digest(fault.chip)}
         )
+        if fault.calibration != "failing_cells":  # absent by default: older ids stay valid
+            chip["calibration"] = fault.calibration
         return [
             FaultSetting(
                 **common,

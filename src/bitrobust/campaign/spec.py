@@ -206,11 +206,15 @@ class SRAMSpec(_FaultBase):
     synthetic_chip: int | None = Field(default=None, ge=0)
     voltages: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
     placement: Literal["random", "offset", "linear"] = "random"
+    # a synthetic chip's p(V): the rate of failing cells, or of flipped bits (the paper's)
+    calibration: Literal["failing_cells", "bit_error_rate"] = "failing_cells"
 
     @model_validator(mode="after")
     def _one_chip(self) -> SRAMSpec:
         if (self.chip is None) == (self.synthetic_chip is None):
             raise ValueError("give either chip (a chip map file) or synthetic_chip (a seed)")
+        if self.chip is not None and "calibration" in self.model_fields_set:
+            raise ValueError("calibration applies to synthetic chips only")
         return self
 
 

@@ -230,12 +230,13 @@ def chip(options: dict[str, Any]) -> Any:
     from bitrobust.faults import load_chip
     from bitrobust.faults.sram import make_chip
 
-    key = options.get("chip_digest") or f"synthetic{options.get('synthetic_chip')}"
+    calibration = options.get("calibration", "failing_cells")
+    key = options.get("chip_digest") or f"synthetic{options.get('synthetic_chip')}-{calibration}"
     if key not in _CHIPS:
         if options.get("chip") is not None:
             _CHIPS[key] = load_chip(options["chip"])
         else:
-            _CHIPS[key] = make_chip(options["synthetic_chip"])
+            _CHIPS[key] = make_chip(options["synthetic_chip"], calibration=calibration)
     return _CHIPS[key]
 
 

@@ -125,6 +125,7 @@ def cmd_make_chip(args: argparse.Namespace) -> int:
         column_correlation=args.column_correlation,
         stuck_at_one=args.stuck_at_one,
         value_correlation=args.value_correlation,
+        calibration=args.calibration.replace("-", "_"),
     )
     path = save_chip(chip, args.out)
     rates = chip.rates_table(_default_show_voltages(chip))
@@ -406,6 +407,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int_type("--seed", 0), default=0, help="chip seed (default 0)")
     p.add_argument("--out", required=True, help="output file, .npz (or .npy)")
+    p.add_argument(
+        "--calibration",
+        choices=("failing-cells", "bit-error-rate"),
+        default="failing-cells",
+        help="what the curve's p(V) is the rate of: failing cells (default; stored bits then flip "
+        "with about p/2) or flipped stored bits on balanced data, the paper's bit error rate "
+        "(2p of the cells fail)",
+    )
     _add_geometry_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(handler=cmd_make_chip)

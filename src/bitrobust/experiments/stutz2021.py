@@ -65,7 +65,11 @@ def sram_energy(spec: CampaignSpec, rows: list[dict[str, Any]]) -> dict[str, dic
     entries = [f for f in spec.faults if isinstance(f, SRAMSpec)]
     if not entries:
         return {}
-    chips = [make_chip(f.synthetic_chip) for f in entries if f.synthetic_chip is not None]
+    chips = [
+        make_chip(f.synthetic_chip, calibration=f.calibration)
+        for f in entries
+        if f.synthetic_chip is not None
+    ]
     voltages = sorted({v for f in entries for v in f.voltages})
     names = {f.name for f in entries}
     energy = EnergyModel()
@@ -142,6 +146,14 @@ def reproduce(
     compute = sum(r["wall_s"] for r in rows)
     model = spec.models[0]
     chips = next(iter(energy.values()))["chips"] if energy else []
+    calibrations = {f.calibration for f in spec.faults if isinstance(f, SRAMSpec)}
+    calibration_option, calibration_text = (
+        "",
+        ("as the fraction of failing cells (a stored bit flips with about p/2)"),
+    )
+    if calibrations == {"bit_error_rate"}:
+        calibration_option = " --calibration bit-error-rate"
+        calibration_text = "as the rate of flipped stored bits, the paper's definition"
     summary = {
         "mode": "quick" if quick else "full",
         "spec": text,
@@ -188,8 +200,9 @@ def reproduce(
         "## Low-voltage SRAM: error and energy",
         "",
         f"Each model on {len(chips)} synthetic chips (`bitrobust sram make-chip --seed 0..."
-        f"{len(chips) - 1}`: 32 arrays of 512×64 cells, p(V) from the paper's poster, row/column "
-        "correlated failures, 60 % stuck-at-1) with one placement of the weights, at voltages "
+        f"{len(chips) - 1}{calibration_option}`: 32 arrays of 512×64 cells, p(V) from the "
+        f"paper's poster {calibration_text}, row/column correlated failures, 60 % stuck-at-1) "
+        "with one placement of the weights, at voltages "
         "relative to V_min; energy per access (V/V_min)². The saving is read at the lowest "
         "voltage whose mean RErr stays within the budget there and at every higher voltage of "
         "the grid.",

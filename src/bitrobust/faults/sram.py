@@ -290,6 +290,25 @@ def _checked_range(voltage_range: object, where: str) -> tuple[float, float]:
     return low, high
 
 
+CALIBRATIONS: tuple[str, ...] = ("failing_cells", "bit_error_rate")
+"""What a synthetic chip's curve p(V) is the rate of: failing cells (each fails below its
+voltage; bitrobust before 0.3, and the default) or flipped stored bits, as the paper defines its
+bit error rate (then 2·p(V) of the cells fail, capped at 1: a stuck cell flips only the stored
+bits that differ from its value, half of them on balanced data)."""
+
+
+def calibrated_curve(curve: VoltageErrorCurve, calibration: str) -> VoltageErrorCurve:
+    """The failing-cell curve of a chip whose ``calibration`` rate follows ``curve``."""
+    if calibration not in CALIBRATIONS:
+        raise BitrobustError(
+            f"unknown chip calibration {calibration!r} (known: {', '.join(CALIBRATIONS)})"
+        )
+    if calibration == "failing_cells":
+        return curve
+    rates = tuple(min(1.0, 2 * rate) for rate in curve.rates)
+    return VoltageErrorCurve(curve.voltages, rates, name=f"{curve.name}-bit-error-rate")
+
+
 def make_chip(
     seed: int,
     arrays: int = 32,
@@ -297,6 +316,7 @@ def make_chip(
     columns: int = 64,
     *,
     curve: VoltageErrorCurve | None = None,
+    calibration: str = "failing_cells",
     row_correlation: float = 0.05,
     column_correlation: float = 0.15,
     stuck_at_one: float = 0.6,
@@ -310,8 +330,12 @@ def make_chip(
     cell fails where ``u < p(V)``, i.e. below ``curve``'s inverse at u. Fail values are 1 with
     probability ``stuck_at_one``, with a per-column latent effect of weight ``value_correlation``.
     The profiled range is the curve's range. Same seed and arguments, same chip.
+
+    ``calibration`` (:data:`CALIBRATIONS`): ``"failing_cells"`` makes p(V) the fraction of failing
+    cells (the chip's ``bit_error_rate`` is then about p/2); ``"bit_error_rate"`` makes p(V) the
+    rate of flipped stored bits on balanced data, the paper's definition (2·p of the cells fail).
     """
-    curve = curve or VoltageErrorCurve.default()
+    curve = calibrated_curve(curve or VoltageErrorCurve.default(), calibration)
     geometry = MemoryGeometry(arrays=arrays, rows=rows, columns=columns)
     for name, value in (
         ("row_correlation", row_correlation),
@@ -351,7 +375,7 @@ def make_chip(
         fail_voltage=torch.from_numpy(fail_voltage.astype(np.float32)),
         fail_value=fail_value,
         voltage_range=curve.voltage_range,
-        label=f"synthetic{int(seed)}",
+        label=f"synthetic{int(seed)}" + ("" if calibration == "failing_cells" else "-ber"),
     )
 
 
