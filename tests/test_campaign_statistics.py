@@ -175,7 +175,7 @@ def test_several_training_seeds_use_the_two_level_bootstrap_or_t_over_seed_means
         for s, vs in values.items()
         for p, v in enumerate(vs)
     ]
-    (boot,) = cell_statistics(rows, ["model"], "rerr", seed=5, resamples=3000)
+    (boot,) = cell_statistics(rows, ["model"], "rerr", method="bootstrap", seed=5, resamples=3000)
     groups = [sorted(values[s]) for s in (0, 1, 2)]  # seeds in order, values sorted within
     assert (boot.ci_low, boot.ci_high) == stats.hierarchical_bootstrap_interval(
         groups, seed=5, resamples=3000
@@ -187,6 +187,17 @@ def test_several_training_seeds_use_the_two_level_bootstrap_or_t_over_seed_means
     half = stats.t_quantile(0.975, 2) * t.seed_std / math.sqrt(3)
     assert (t.ci_low, t.ci_high) == (t.mean - half, t.mean + half)
     assert t.seed_std == pytest.approx(statistics.stdev([statistics.fmean(g) for g in groups]))
+    # the default ("auto"): t over the seed means here, the bootstrap with one training seed
+    (auto,) = cell_statistics(rows, ["model"], "rerr")
+    assert (auto.method, auto.ci_low, auto.ci_high) == ("t", t.ci_low, t.ci_high)
+    one = [r for r in rows if r["training_seed"] == 0]
+    (single,) = cell_statistics(one, ["model"], "rerr", seed=5, resamples=3000)
+    expected = stats.summarize(sorted(values[0]), method="bootstrap", seed=5, resamples=3000)
+    assert (single.method, single.ci_low, single.ci_high) == (
+        "bootstrap",
+        expected.ci_low,
+        expected.ci_high,
+    )
 
 
 def test_pattern_spread_and_seed_spread_are_told_apart():
@@ -354,13 +365,16 @@ def test_two_level_interval_over_seeds_and_patterns(seed_sd, pattern_sd, bootstr
         + rng.normal(0, pattern_sd, size=(400, 5, 20))
     )
     rows = simulated_cells(values, "rerr")
-    boot = cell_statistics(rows, ["cell"], "rerr", resamples=2000)
+    boot = cell_statistics(rows, ["cell"], "rerr", method="bootstrap", resamples=2000)
     assert all(c.training_seeds == 5 and c.patterns == 20 for c in boot)
     assert bootstrap_band[0] <= coverage(boot, 0.1) <= bootstrap_band[1]
     # t over the 5 seed means (exact for normal offsets and balanced seeds): measured here
     # 94.25 % and 95.75 %; 4000 further cells: 95.2 % and 95.5 %
     t = cell_statistics(rows, ["cell"], "rerr", method="t")
     assert 0.92 <= coverage(t, 0.1) <= 0.98
+    # the default picks t for cells of several training seeds
+    auto = cell_statistics(rows, ["cell"], "rerr")
+    assert [(c.ci_low, c.ci_high) for c in auto] == [(c.ci_low, c.ci_high) for c in t]
 
 
 # --- adaptive stopping ------------------------------------------------------------------------

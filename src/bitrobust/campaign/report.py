@@ -336,7 +336,7 @@ def _curves(
             x_scale=axis.scale, y_scale=scale,
             title=f"{fault}: {name} vs {axis.short}", xlabel=axis.label, ylabel=name + unit,
             band_label=f"shaded: {confidence:.0%} confidence interval of the mean "
-            f"({cells[0].method})",
+            f"({_methods(cells)})",
         )  # fmt: skip
         alt = (
             f"{name} vs {axis.short} ({'log' if logx else 'linear'} x axis) under {fault}, one "
@@ -484,6 +484,17 @@ def _spread(values: Sequence[Any], most: int) -> list[Any]:
         return list(values)
     picks = sorted({round(i * (len(values) - 1) / (most - 1)) for i in range(most)})
     return [values[i] for i in picks]
+
+
+def _methods(cells: Sequence[CellStatistics]) -> str:
+    """How the cells' intervals were made: the bootstrap over patterns (one training seed) and/or
+    t over the training-seed means."""
+    names = {"bootstrap": "bootstrap over patterns", "t": "t over training-seed means"}
+    used = dict.fromkeys(
+        names["t"] if c.training_seeds > 1 and c.method == "t" else names.get(c.method, c.method)
+        for c in cells
+    )
+    return "; ".join(used)
 
 
 def _labelled(rows: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:

@@ -94,7 +94,7 @@ def cell_statistics(
     metric: str,
     *,
     confidence: float = 0.95,
-    method: str = "bootstrap",
+    method: str = "auto",
     proportion_method: str = "wilson",
     seed: int = 0,
     resamples: int = stats.BOOTSTRAP_RESAMPLES,
@@ -105,6 +105,11 @@ def cell_statistics(
     sorted by their tuple of key values (None < numbers < strings < anything else, by repr).
     Rows whose metric is None or absent are skipped and counted in ``missing``; a cell with no
     value at all is left out. A NaN or infinite value raises ValueError naming the metric.
+
+    ``method``: ``"bootstrap"``, ``"t"``, or ``"auto"`` (the default): the bootstrap for a cell
+    with one training seed and t over the seed means for a cell with several, the choice that
+    holds its nominal coverage in both cases (module docstring); a cell's ``method`` says which
+    it got.
 
     Training seeds are the ``training_seed`` column (None is one seed), patterns the
     ``pattern`` column. The bootstrap generators are seeded by ``seed`` in every cell; the same
@@ -210,6 +215,8 @@ def _summarize_cell(
         by_seed.setdefault(row.get("training_seed"), []).append(_finite(row[metric], metric))
     seeds = sorted(by_seed, key=_order)
     groups = [sorted(by_seed[s]) for s in seeds]
+    if method == "auto":
+        method = "t" if len(groups) > 1 else "bootstrap"
     values = [v for group in groups for v in group]
     one = "t" if len(groups) > 1 else method  # several seeds: the interval comes below
     summary = stats.summarize(values, confidence, method=one, seed=seed, resamples=resamples)
@@ -312,8 +319,10 @@ def _order(value: Any) -> tuple[Any, ...]:
 def _check_options(confidence: float, method: str, proportion_method: str, resamples: int) -> None:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if method not in stats.SUMMARY_METHODS:
-        raise ValueError(f"method must be one of {stats.SUMMARY_METHODS}, got {method!r}")
+    if method not in (*stats.SUMMARY_METHODS, "auto"):
+        raise ValueError(
+            f"method must be one of {(*stats.SUMMARY_METHODS, 'auto')}, got {method!r}"
+        )
     if proportion_method not in stats.PROPORTION_METHODS:
         raise ValueError(
             f"proportion_method must be one of {stats.PROPORTION_METHODS}, got "
