@@ -442,3 +442,17 @@ def test_a_chip_calibrated_to_the_bit_error_rate_flips_about_twice_as_many_bits(
     assert 1.6 < ratio < 2.4
     with pytest.raises(BitrobustError, match="calibration applies to synthetic chips only"):
         parse_spec(text.replace("synthetic_chip = 0", 'chip = "c.npz"'))
+
+
+def test_fault_free_entries_are_one_table_in_the_report(tmp_path):
+    text = TINY + "".join(
+        f'\n[[faults]]\nname = "free-{m}"\ntype = "fault_free"\n[faults.accelerator]\n'
+        f'multiplier = "{m}"\nsize = 4\ncalibration = 50\n'
+        for m in ("exact8u", "trunc8u_k2")
+    )
+    result = run(write_spec(tmp_path, text), tmp_path / "s.db")
+    assert result.total == 6 + 2  # one trial per fault-free entry, whatever `patterns` says
+    assert main(["campaign", "report", str(tmp_path / "s.db"), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert report.count("## Fault free") == 1 and "Fault entry: free-" not in report
+    assert "exact8u on tpu4" in report and "trunc8u_k2 on tpu4" in report

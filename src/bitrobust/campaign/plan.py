@@ -117,6 +117,7 @@ class Trial:
             "dataset": self.instance.dataset,
             "training_seed": self.instance.training_seed,
             "fault": self.setting.fault,
+            "kind": self.setting.kind,
             "x": self.setting.x,
             "x_name": self.setting.x_name,
             "layer": self.setting.layer,

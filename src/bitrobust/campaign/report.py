@@ -166,6 +166,10 @@ def write_report(
         blocks.append(_Source("campaign spec", spec_text))
     if not rows:
         blocks.append(_Paragraph("No trials are finished yet."))
+    fault_free = [row for row in rows if row.get("kind") == "fault_free"]
+    if fault_free:
+        blocks.extend(_fault_free_section(fault_free))
+    rows = [row for row in rows if row.get("kind") != "fault_free"]
     for fault in _distinct(rows, "fault"):
         fault_rows = [_with_mitigation(row) for row in rows if row.get("fault") == fault]
         blocks.append(_Heading(2, f"Fault entry: {_text(fault)}"))
@@ -484,6 +488,26 @@ def _spread(values: Sequence[Any], most: int) -> list[Any]:
         return list(values)
     picks = sorted({round(i * (len(values) - 1) / (most - 1)) for i in range(most)})
     return [values[i] for i in picks]
+
+
+def _fault_free_section(rows: Sequence[Mapping[str, Any]]) -> list[_Block]:
+    """One table for every fault-free entry: each model's error on each deployment."""
+    headers = ("fault entry", "model", "accelerator", "Err (%)", "examples")
+    table = tuple(
+        (
+            _text(row.get("fault")),
+            _text(row.get("model")),
+            _text(row.get("accelerator")),
+            _number(row.get("err_clean"), 100.0),
+            _text(row.get("examples")),
+        )
+        for row in rows
+    )
+    return [
+        _Heading(2, "Fault free"),
+        _Paragraph("Each model's test error on each deployment without faults.", note=True),
+        _Table(headers, table, (False, False, False, True, True)),
+    ]
 
 
 def _methods(cells: Sequence[CellStatistics]) -> str:
