@@ -174,6 +174,7 @@ def test_run_then_rerun_does_nothing_new(tmp_path):
     row = records[0]
     assert {"rerr", "err_faulty", "errors_robust", "examples", "flips"} <= set(row.metrics)
     assert row.params["x_name"] == "bit_error_rate" and row.torch_version and row.device == "cpu"
+    assert row.params["fault_model"].startswith("random_bit_errors(")
     assert row.metrics["errors_robust"] == round(row.metrics["rerr"] * row.metrics["examples"])
 
 

@@ -266,7 +266,7 @@ def _run_trials(
         records = [
             TrialRecord(
                 trial_id=row["trial_id"],
-                params=by_id[row["trial_id"]].params(),
+                params={**by_id[row["trial_id"]].params(), "fault_model": row["fault_model"]},
                 seed=row["seed"],
                 metrics=row["metrics"],
                 wall_s=row["wall_s"],

@@ -130,11 +130,17 @@ def run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "trial_id": trial_id,
             "seed": seed,
+            "fault_model": fault_model_name(task["settings"][index], fault_models[index]),
             "metrics": trial_metrics(results[index][column[seed]]),
             "wall_s": wall,
         }
         for trial_id, index, seed in task["trials"]
     ]
+
+
+def fault_model_name(setting: dict[str, Any], fault_model: Any) -> str:
+    """The row's ``fault_model`` column: the fault model's name (every parameter), or ``none``."""
+    return "none" if setting["kind"] == "fault_free" else fault_model.name
 
 
 def _mitigated_trial(
@@ -167,6 +173,7 @@ def _mitigated_trial(
     return {
         "trial_id": trial_id,
         "seed": seed,
+        "fault_model": fault_model_name(task["settings"][0], fault_model),
         "metrics": trial_metrics(result),
         "wall_s": time.perf_counter() - started,
     }
