@@ -21,6 +21,7 @@ from bitrobust.errors import BitrobustError
 _DEPLOYMENTS: OrderedDict[str, Any] = OrderedDict()
 _KEEP_DEPLOYMENTS = 4
 _CHIPS: dict[str, Any] = {}
+_TRAINING: dict[tuple[str, str | None], Any] = {}
 
 
 def environment(device: str = "cpu") -> dict[str, str]:
@@ -180,10 +181,15 @@ def _mitigated_trial(
 
 
 def training_data(task: dict[str, Any]) -> Any:
-    """The training split of the task's dataset (retuning examples, calibration images)."""
+    """The training split of the task's dataset (retuning examples, calibration images), read
+    once per worker: every mitigated trial needs it."""
     from bitrobust.data import load_dataset
 
-    return load_dataset(task["data"]["dataset"], "train", task["data_dir"])
+    key = (task["data"]["dataset"], task["data_dir"])
+    if key not in _TRAINING:
+        _TRAINING.clear()  # one dataset at a time
+        _TRAINING[key] = load_dataset(key[0], "train", key[1])
+    return _TRAINING[key]
 
 
 def trial_metrics(result: Any) -> dict[str, Any]:
