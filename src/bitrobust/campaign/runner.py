@@ -80,8 +80,10 @@ def run_campaign(
         instances = planning.model_instances(spec, jobs)
         layouts = _layouts(spec, instances, data_dir)
         done = store.done_ids()
-        counts = _pattern_counts(spec, instances, layouts, done)
-        trials = planning.plan_trials(spec, instances, layouts, counts)
+        trials = planning.plan_trials(spec, instances, layouts)
+        counts = _pattern_counts(spec, trials, done)
+        if counts:  # adaptive stopping: as far as earlier rounds went
+            trials = planning.plan_trials(spec, instances, layouts, counts)
         _check_fault_models(trials, data_dir)
         store.set_planned(t.trial_id for t in trials)
         new = 0
@@ -283,29 +285,28 @@ def _run_trials(
 
 
 def _pattern_counts(
-    spec: CampaignSpec,
-    instances: list[planning.ModelInstance],
-    layouts: dict[str, planning.ModelLayout],
-    done: set[str],
+    spec: CampaignSpec, planned: Sequence[planning.Trial], done: set[str]
 ) -> dict[tuple[Any, ...], int]:
-    """Patterns per cell: the spec's, or more where an earlier adaptive round went further."""
+    """Patterns per cell, with adaptive stopping: the ``planned`` ones (the spec's), or more
+    where an earlier adaptive round went further (the next seeds' trials are done)."""
     counts: dict[tuple[Any, ...], int] = {}
     if spec.adaptive is None:
         return counts
-    for instance in instances:
-        data = planning.data_key(spec, instance)
-        for fault in spec.fault_models_for(instance.model):
-            accelerator = None if fault.accelerator is None else fault.accelerator.model_dump()
-            layout = layouts.get(planning.layout_key(instance, accelerator))
-            for setting in planning.fault_settings(fault, layout):
-                key = planning.cell_key(instance.model, setting)
-                first = fault.patterns or spec.patterns
-                count = max(counts.get(key, first), first)
-                while count < spec.adaptive.max_patterns and (
-                    planning.trial_id(instance, setting, data, spec.seed + count) in done
-                ):
-                    count += 1
-                counts[key] = count
+    last: dict[tuple[str, str], planning.Trial] = {}  # per model and setting: its last pattern
+    for trial in planned:
+        if trial.setting.kind != "fault_free":
+            last[(trial.instance.fingerprint + trial.instance.model, repr(trial.setting.key()))] = (
+                trial
+            )
+    for trial in last.values():
+        key = planning.cell_key(trial.instance.model, trial.setting)
+        data = planning.data_key(spec, trial.instance)
+        count = max(counts.get(key, 0), trial.pattern + 1)
+        while count < spec.adaptive.max_patterns and (
+            planning.trial_id(trial.instance, trial.setting, data, spec.seed + count) in done
+        ):
+            count += 1
+        counts[key] = count
     return counts
 
 
