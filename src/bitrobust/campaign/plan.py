@@ -281,8 +281,12 @@ def _memory_settings(
     if fault.per_layer or fault.per_bit:
         if layout is None:  # pragma: no cover - the planner always passes one
             raise BitrobustError(f"fault {fault.name!r}: per-layer/per-bit sweeps need a model")
+        from bitrobust.faults import RandomBitErrors
+
+        # the entry's own restriction decides which layers and bits a sweep visits
+        restriction = RandomBitErrors(0.0, layers=fault.layers or None, bits=fault.bits or None)
         if fault.per_layer:
-            chosen = [n for n in layout.stored if not fault.layers or _covered(n, fault.layers)]
+            chosen = [n for n in layout.stored if restriction.covers(n)]
             if not chosen:
                 raise BitrobustError(
                     f"fault {fault.name!r}: layers {fault.layers} name no stored parameter "
@@ -290,11 +294,8 @@ def _memory_settings(
                 )
             layers = list(chosen)
         if fault.per_bit:
-            bits = [
-                b
-                for b in range(layout.bits)
-                if not fault.bits or _bit_in(b, fault.bits, layout.bits)
-            ]
+            allowed = restriction.allowed_bits(layout.bits)
+            bits = [b for b in range(layout.bits) if allowed >> b & 1]
     settings = []
     for layer in layers:
         for bit in bits:
@@ -310,14 +311,6 @@ def _memory_settings(
                     )
                 )
     return settings
-
-
-def _covered(name: str, prefixes: list[str]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def _bit_in(bit: int, positions: list[int], width: int) -> bool:
-    return any(bit == (p if p >= 0 else width + p) for p in positions)
 
 
 def trial_id(
