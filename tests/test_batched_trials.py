@@ -197,6 +197,37 @@ def test_a_model_that_is_no_chain_runs_whole():
     assert model.fc1_calls == len(SEEDS) * 3 + CHECK  # every pattern from the input
 
 
+class _FlattensInForward(nn.Module):
+    """Children that do not chain: forward flattens between them (as SimpleNet once did)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+def test_a_model_whose_children_cannot_run_in_a_row_runs_whole():
+    torch.manual_seed(0)
+    model = _FlattensInForward().eval()
+    deployment = QuantizedDeployment(model, SCHEME)
+    data = _data((1, 6, 6))
+    clean = clean_run(deployment, data, batch_size=20)
+    faults = [RandomBitErrors(0.05, layers=["fc"])]
+    grouped = run_trials(deployment, faults, SEEDS, data, clean, batch_size=20)
+    assert grouped == run_trials(deployment, faults, SEEDS, data, clean, 20, max_memory_mb=0)
+
+
+def test_simplenet_is_a_chain():
+    model = build_model("simplenet", in_channels=1, image_size=8, num_classes=4, width=2).eval()
+    x = _data((1, 8, 8))[0]
+    params = dict(model.named_parameters())
+    assert torch.equal(run_stages(chain_stages(model), params, x), model(x))
+
+
 def test_chain_stages_of_a_model_registry_mlp():
     model = build_model("mlp", in_channels=1, image_size=8, num_classes=4, hidden=[16])
     names = [name for name, _ in chain_stages(model)]

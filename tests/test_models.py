@@ -141,6 +141,32 @@ def test_group_count_rule(channels, groups):
     assert channels % group_count(channels) == 0
 
 
+@pytest.mark.parametrize(
+    ("channels", "min_group_channels", "groups"),
+    [(32, 8, 4), (256, 8, 32), (64, 8, 8), (8, 8, 1), (4, 8, 1), (32, 2, 16)],
+)
+def test_group_count_with_a_minimum_group_size(channels, min_group_channels, groups):
+    assert group_count(channels, min_group_channels=min_group_channels) == groups
+    norm = make_norm("regn", channels, min_group_channels)
+    assert norm.num_groups == groups
+
+
+def test_simplenet_group_size_option_leaves_the_parameters_alone():
+    narrow = build_model("simplenet", in_channels=3, image_size=32, num_classes=10, width=8)
+    wide_groups = build_model(
+        "simplenet", in_channels=3, image_size=32, num_classes=10, width=8, min_group_channels=8
+    )
+    assert count_parameters(narrow) == count_parameters(wide_groups) == 87_882
+    groups = [m.num_groups for m in wide_groups.modules() if hasattr(m, "num_groups")]
+    assert min(ch // g for ch, g in zip(_norm_channels(wide_groups), groups)) >= 8
+    with pytest.raises(BitrobustError, match="min_group_channels"):
+        build_model("simplenet", in_channels=3, image_size=32, num_classes=10, min_group_channels=0)
+
+
+def _norm_channels(model: nn.Module) -> list[int]:
+    return [m.num_channels for m in model.modules() if hasattr(m, "num_groups")]
+
+
 def test_make_norm_kinds():
     assert isinstance(make_norm("none", 8), nn.Identity)
     assert isinstance(make_norm("regn", 8), ReparameterizedGroupNorm)
@@ -187,7 +213,7 @@ def test_bad_shapes_are_user_errors(field):
 def test_model_options_report_defaults():
     assert model_options("mlp") == {"hidden": [1024, 1024], "norm": "none"}
     assert model_options("lenet5") == {"norm": "regn"}
-    assert model_options("simplenet") == {"width": 16, "norm": "regn"}
+    assert model_options("simplenet") == {"width": 16, "norm": "regn", "min_group_channels": 2}
     assert model_options("resnet20") == {"width": 1, "norm": "regn", "shortcut": "conv"}
 
 

@@ -623,7 +623,13 @@ class _PatternGroups:
         reference = functional_call(self.module, dict(clean_parameters), (x,))
         deepest, top = chain_stages(self.module), chain_stages(self.module, depth=1)
         for stages in [deepest] if top == deepest else [deepest, top]:
-            if len(stages) > 1 and torch.equal(run_stages(stages, clean_parameters, x), reference):
+            if len(stages) < 2:
+                continue
+            try:  # a forward() that does more than run its children in order (e.g. a flatten)
+                chained = run_stages(stages, clean_parameters, x)
+            except (RuntimeError, TypeError, ValueError):
+                continue
+            if chained.shape == reference.shape and torch.equal(chained, reference):
                 return stages
         return None
 

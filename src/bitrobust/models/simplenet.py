@@ -38,7 +38,9 @@ class SimpleNet(nn.Module):
 
     Pools that would shrink the spatial size below 1 are skipped (one on 28×28 MNIST, two on
     8×8 digits), so every input size keeps the full depth. All layers have biases; conv and
-    linear weights are Kaiming-normal, biases zero. ``norm`` is ``"regn"`` by default.
+    linear weights are Kaiming-normal, biases zero. ``norm`` is ``"regn"`` by default, with
+    the authors' group rule; reduced widths need ``min_group_channels = 8`` (see
+    :func:`~bitrobust.models.layers.group_count`).
     """
 
     def __init__(
@@ -51,9 +53,11 @@ class SimpleNet(nn.Module):
         input_std: Sequence[float] | None = None,
         width: int = 16,
         norm: str = "regn",
+        min_group_channels: int = 2,
     ) -> None:
         super().__init__()
         check_positive_int(width, "width")
+        check_positive_int(min_group_channels, "min_group_channels")
         check_norm(norm)
 
         self.normalize = Normalize(input_mean, input_std)
@@ -69,15 +73,16 @@ class SimpleNet(nn.Module):
             out_channels = factor * width
             layers += [
                 nn.Conv2d(channels, out_channels, kernel, padding=kernel // 2),
-                make_norm(norm, out_channels),
+                make_norm(norm, out_channels, min_group_channels),
                 nn.ReLU(),
             ]
             channels = out_channels
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveMaxPool2d(1)
+        self.flatten = nn.Flatten()  # a child, so evaluation can start mid-network (a chain)
         self.classifier = nn.Linear(channels, num_classes)
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.pool(self.features(self.normalize(x)))
-        return self.classifier(features.flatten(1))
+        return self.classifier(self.flatten(features))
