@@ -12,6 +12,7 @@ import pytest
 
 import bitrobust.data
 import bitrobust.train
+from bitrobust.checkpoint import load_checkpoint
 from bitrobust.cli import main
 
 GOOD = ["train", "--dataset", "digits", "--model-option", "hidden=[16]", "--epochs", "1"]
@@ -57,10 +58,48 @@ def refuse(capsys, args: list[str], needle: str) -> None:
         ("--w-max", "nan", "--w-max"),
         ("--weight-decay", "-1", "--weight-decay"),
         ("--hinge-b", "0", "--hinge-b"),
+        ("--label-smoothing", "1", "--label-smoothing"),
+        ("--label-smoothing", "-0.1", "--label-smoothing"),
+        ("--label-smoothing", "nan", "--label-smoothing"),
+        ("--fixed-pattern-seed", "-1", "--fixed-pattern-seed"),
+        ("--fixed-pattern-seed", "1.5", "--fixed-pattern-seed"),
     ],
 )
 def test_bad_numbers_are_refused_up_front(capsys, tmp_path, no_work, option, value, needle):
     refuse(capsys, [*GOOD, "--out", str(tmp_path / "m.safetensors"), option, value], needle)
+
+
+def test_ablation_options_out_of_place_are_refused_up_front(capsys, tmp_path, no_work):
+    out = ["--out", str(tmp_path / "m.safetensors")]
+    refuse(capsys, [*GOOD, *out, "--fixed-pattern-seed", "3"], "needs method 'randbet'")
+    hinge = ["--loss", "hinge", "--label-smoothing", "0.1"]
+    refuse(capsys, [*GOOD, *out, *hinge], "label smoothing applies to the cross_entropy loss")
+
+
+def test_ablation_options_reach_the_training_config(capsys, tmp_path, monkeypatch):
+    seen = []
+    real_train = bitrobust.train.train
+
+    def spy(model, scheme, train_set, config, **kwargs):
+        seen.append(config)
+        return real_train(model, scheme, train_set, config, **kwargs)
+
+    monkeypatch.setattr(bitrobust.train, "train", spy)
+    out = tmp_path / "m.safetensors"
+    args = [*GOOD, "--method", "randbet", "--w-max", "0.1", "--train-limit", "40"]
+    args += ["--test-limit", "20", "--batch-size", "16", "--no-progress", "--json"]
+    args += ["--label-smoothing", "0.1", "--fixed-pattern-seed", "5", "--out", str(out)]
+    assert main(args) == 0
+    assert (seen[0].label_smoothing, seen[0].fixed_pattern_seed) == (0.1, 5)
+    training = load_checkpoint(out).training
+    assert (training["label_smoothing"], training["fixed_pattern_seed"]) == (0.1, 5)
+
+
+def test_the_ablation_options_have_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--label-smoothing" in text and "--fixed-pattern-seed" in text
 
 
 def test_bad_out_paths_are_refused_up_front(capsys, tmp_path, no_work):

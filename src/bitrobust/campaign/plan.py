@@ -6,7 +6,8 @@ seeded fault pattern. Its id hashes everything that determines its result: the m
 fingerprint (checkpoint content hash, or the training recipe and the package version), the
 deployment (accelerator), the test data, the fault model and the pattern seed. Pattern ``k``
 uses seed ``spec.seed + k`` at every swept value (common random numbers; the samplers make
-the patterns nested across rates and voltages).
+the patterns nested across rates and voltages), or ``seed + k`` for a random bit error entry
+that sets its own ``seed``.
 """
 
 from __future__ import annotations
@@ -137,12 +138,20 @@ def accelerator_label(accelerator: dict[str, Any]) -> str:
 # -- training jobs ---------------------------------------------------------------------------
 
 
+OPTIONAL_RECIPE_KEYS: tuple[str, ...] = ("label_smoothing", "fixed_pattern_seed")
+"""Recipe keys added after checkpoints were fingerprinted: left out of a recipe that does not
+set them, so that its fingerprint (checkpoint name, trial ids) does not change."""
+
+
 def training_recipe(spec: CampaignSpec, model: ModelSpec, training_seed: int) -> dict[str, Any]:
     """Everything that determines a trained model (and nothing else, so that a changed spec
     retrains only the models it affects)."""
     from bitrobust import __version__
 
     fields = model.model_dump(exclude={"name", "label", "checkpoint", "training_seeds"})
+    for key in OPTIONAL_RECIPE_KEYS:  # absent when unset: older fingerprints stay valid
+        if fields[key] is None:
+            del fields[key]
     return {
         **fields,
         "dataset": spec.dataset_of(model),
@@ -356,10 +365,17 @@ def plan_trials(
                 if patterns is not None and setting.kind != "fault_free":
                     count = patterns.get(cell_key(instance.model, setting), count)
                 for pattern in range(count):
-                    seed = spec.seed + pattern
+                    seed = first_seed(spec, fault) + pattern
                     tid = trial_id(instance, setting, data, seed)
                     trials.append(Trial(tid, instance, setting, pattern, seed))
     return trials
+
+
+def first_seed(spec: CampaignSpec, fault: Any) -> int:
+    """The seed of a fault entry's pattern 0: its own ``seed`` if it sets one, else the
+    spec's."""
+    own = getattr(fault, "seed", None)
+    return spec.seed if own is None else own
 
 
 def cell_key(model: str, setting: FaultSetting) -> tuple[Any, ...]:

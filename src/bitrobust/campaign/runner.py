@@ -302,8 +302,9 @@ def _pattern_counts(
         key = planning.cell_key(trial.instance.model, trial.setting)
         data = planning.data_key(spec, trial.instance)
         count = max(counts.get(key, 0), trial.pattern + 1)
+        first = trial.seed - trial.pattern  # the spec's seed, or the fault entry's own
         while count < spec.adaptive.max_patterns and (
-            planning.trial_id(trial.instance, trial.setting, data, spec.seed + count) in done
+            planning.trial_id(trial.instance, trial.setting, data, first + count) in done
         ):
             count += 1
         counts[key] = count

@@ -106,6 +106,8 @@ class ModelSpec(_Strict):
     hinge_b: float | None = Field(default=None, gt=0)  # the hinge loss's margin b
     w_max: float | None = Field(default=None, gt=0)
     bit_error_rate: Rate | None = None
+    label_smoothing: float | None = Field(default=None, ge=0, lt=1)  # cross_entropy only
+    fixed_pattern_seed: int | None = Field(default=None, ge=0)  # randbet: one fixed pattern
     training_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
 
     _known_dataset = field_validator("dataset")(lambda cls, v: None if v is None else _dataset(v))
@@ -135,7 +137,15 @@ class ModelSpec(_Strict):
                     raise ValueError(f"unknown {key} {value!r} (known: {', '.join(names)})")
             if len(set(self.training_seeds)) != len(self.training_seeds) or not self.training_seeds:
                 raise ValueError("training_seeds must be distinct and not empty")
+            self._check_ablations()
         return self
+
+    def _check_ablations(self) -> None:
+        """The ablation options apply to one loss and one method only."""
+        if self.label_smoothing and self.loss == "hinge":
+            raise ValueError("label_smoothing applies to the cross_entropy loss, not hinge")
+        if self.fixed_pattern_seed is not None and self.method != "randbet":
+            raise ValueError(f"fixed_pattern_seed needs method 'randbet', not {self.method!r}")
 
     @property
     def trained(self) -> bool:
@@ -174,6 +184,9 @@ class RandomBitErrorsSpec(_FaultBase, MemoryRestriction):
     zero_to_one_rates: list[Rate] | None = None
     one_to_zero_rates: list[Rate] | None = None
     sampler: Literal[1, 2] = 2
+    # pattern k uses seed + k (default: the spec's seed); a RandBET model's fixed_pattern_seed
+    # with patterns = 1 and sampler 2 evaluates it on the very pattern it was trained on
+    seed: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _rates(self) -> RandomBitErrorsSpec:

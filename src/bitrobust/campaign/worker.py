@@ -68,6 +68,8 @@ def build_recipe(recipe: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         hinge_b=recipe.get("hinge_b"),
         w_max=recipe["w_max"],
         bit_error_rate=recipe["bit_error_rate"],
+        label_smoothing=recipe.get("label_smoothing"),
+        fixed_pattern_seed=recipe.get("fixed_pattern_seed"),
         seed=recipe["training_seed"],
         progress=False,
     )

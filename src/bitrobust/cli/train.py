@@ -80,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         one_to_zero_rate=args.one_to_zero_rate,
         loss=args.loss,
         hinge_b=args.hinge_b,
+        label_smoothing=args.label_smoothing,
+        fixed_pattern_seed=args.fixed_pattern_seed,
         seed=args.seed,
         progress=not args.no_progress,
     )
@@ -164,6 +166,19 @@ def positive_float(option: str) -> Callable[[str], float]:
     return parse
 
 
+def below_one(option: str) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in [0, 1)."""
+    fraction = float_type(option, 0.0, 1.0)
+
+    def parse(text: str) -> float:
+        value = fraction(text)
+        if value >= 1:
+            raise BitrobustError(f"{option} must be a finite number in [0, 1), got {text!r}")
+        return value
+
+    return parse
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from bitrobust.names import LOSSES, OPTIMIZERS, QUANT_PRESETS, TRAIN_METHODS
 
@@ -236,6 +251,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_float("--hinge-b"),
         default=128.0,
         help="margin b of the hinge loss (default 128)",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=below_one("--label-smoothing"),
+        help="cross_entropy: label smoothing in [0, 1) (default 0: none); Stutz et al. find it "
+        "undoes the robustness that weight clipping brings",
+    )
+    p.add_argument(
+        "--fixed-pattern-seed",
+        type=int_type("--fixed-pattern-seed", minimum=0),
+        metavar="SEED",
+        help="randbet: train on one fixed bit error pattern, the one random_bit_errors "
+        "(sampler 2) gives for SEED at --bit-error-rate, instead of a fresh one every step",
     )
     p.add_argument(
         "--optimizer",

@@ -8,6 +8,7 @@ reference BNN code: Adam, lr 1e-3, batch 256, no weight decay (:meth:`TrainConfi
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ class TrainConfig:
     optimizer: str = "sgd"  # or "adam"
     zero_to_one_rate: float | None = None  # bitflip: −1→+1 rate (default: bit_error_rate)
     one_to_zero_rate: float | None = None  # bitflip: +1→−1 rate (default: bit_error_rate)
+    label_smoothing: float = 0.0  # cross_entropy: smoothing of the targets, in [0, 1)
+    fixed_pattern_seed: int | None = None  # randbet: one fixed bit error pattern (this seed)
 
     def __post_init__(self) -> None:
         for option, value, known in (
@@ -77,6 +80,8 @@ class TrainConfig:
         if self.epochs < 0 or self.batch_size < 1:
             raise BitrobustError("epochs must be >= 0 and batch size >= 1")
         check_rate(self.bit_error_rate, "bit error rate")
+        _check_label_smoothing(self.label_smoothing, self.loss)
+        _check_fixed_pattern_seed(self.fixed_pattern_seed, self.method)
         for name in ("zero_to_one_rate", "one_to_zero_rate"):
             if getattr(self, name) is not None:
                 check_rate(getattr(self, name), name.replace("_", " "))
@@ -130,3 +135,23 @@ class StepReport:
 def _check_positive(what: str, value: object) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise BitrobustError(f"{what} must be a positive number, got {value!r}")
+
+
+def _check_label_smoothing(value: object, loss: str) -> None:
+    """Label smoothing is a cross-entropy option with a value in [0, 1)."""
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value < 1
+    ):
+        raise BitrobustError(f"label smoothing must be a number in [0, 1), got {value!r}")
+    if value and loss != "cross_entropy":
+        raise BitrobustError(f"label smoothing applies to the cross_entropy loss, not '{loss}'")
+
+
+def _check_fixed_pattern_seed(value: object, method: str) -> None:
+    """A fixed training pattern is a RandBET option with a whole-number seed >= 0."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise BitrobustError(f"fixed pattern seed must be a whole number >= 0, got {value!r}")
+    if method != "randbet":
+        raise BitrobustError(f"a fixed bit error pattern needs method 'randbet', not '{method}'")

@@ -8,9 +8,10 @@ entry: it builds the method, optimizer and schedule from a :class:`TrainConfig`.
 
 Optimizer: SGD with Nesterov momentum and the Stutz et al. schedule (×0.1 at 2/5, 3/5 and 4/5
 of training, stepped per batch), or Adam as for binarized networks (×0.5 at 1/5, 2/5, 3/5 and
-4/5 of training: the reference's StepLR with γ = 0.5). Loss: cross-entropy, or the modified
-hinge loss (``loss="hinge"``, parameter ``hinge_b``). The loop prints nothing: it reports to
-the callbacks it is given (:mod:`.progress` has a printer).
+4/5 of training: the reference's StepLR with γ = 0.5). Loss: cross-entropy (optionally with
+``label_smoothing``), or the modified hinge loss (``loss="hinge"``, parameter ``hinge_b``).
+The loop prints nothing: it reports to the callbacks it is given (:mod:`.progress` has a
+printer).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
 from bitrobust.bnn.training import modified_hinge_loss
+from bitrobust.errors import BitrobustError
 from bitrobust.quant import QuantScheme
 from bitrobust.train.config import StepReport, TrainConfig, TrainHistory
 from bitrobust.train.methods import LossFn, method_from_name
@@ -150,9 +153,14 @@ def train(
 
 
 def training_loss_fn(config: TrainConfig) -> LossFn:
-    """Cross-entropy, or the modified hinge loss with ``config.hinge_b``."""
+    """Cross-entropy (with ``config.label_smoothing``), or the modified hinge loss with
+    ``config.hinge_b``."""
     if config.loss == "hinge":
+        if config.label_smoothing:  # TrainConfig refuses it; a config changed afterwards too
+            raise BitrobustError("label smoothing applies to the cross_entropy loss, not 'hinge'")
         return lambda logits, labels: modified_hinge_loss(logits, labels, config.hinge_b)
+    if config.label_smoothing:
+        return partial(F.cross_entropy, label_smoothing=config.label_smoothing)
     return F.cross_entropy
 
 

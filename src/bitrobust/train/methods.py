@@ -19,7 +19,9 @@ The methods (string names in :data:`bitrobust.names.TRAIN_METHODS`, :func:`metho
   random bit error pattern; its gradient is clamped to ±0.05 and averaged with the clean one. A
   loss threshold curriculum switches the perturbed pass on and off (Stutz et al. §1.5). The
   step's codes are quantized once, for the clean pass, and reused: only the flipped elements
-  are decoded again.
+  are decoded again. With ``fixed_pattern_seed`` every step uses one and the same pattern
+  instead (the paper's ablation: training on one chip's errors), the pattern that
+  ``RandomBitErrors(bit_error_rate, sampler=2)`` gives for that seed.
 - :class:`BitFlipTraining`: bit flip injection training of binarized networks (BFIT): the one
   pass of every step sees the binary weights with a fresh pattern of sign flips.
 - :class:`FrozenWeights`: plain training of the module's own forward pass with some weights kept
@@ -41,7 +43,7 @@ from torch.func import functional_call
 from bitrobust.bits import sparse_flip_mask, stable_seed
 from bitrobust.bnn.training import random_sign_flips
 from bitrobust.errors import BitrobustError
-from bitrobust.faults import FaultModel, FaultPattern
+from bitrobust.faults import FaultModel, FaultPattern, RandomBitErrors
 from bitrobust.quant import (
     BINARY,
     QuantizedModel,
@@ -111,6 +113,18 @@ def perturbed_parameters(
     }
 
 
+FIXED_PATTERN_SAMPLER = 2
+"""The random bit error sampler of RandBET's fixed pattern: pinned, so that a recorded
+``fixed_pattern_seed`` keeps naming the same flips if the default sampler changes."""
+
+
+def fixed_pattern_faults(bit_error_rate: float) -> RandomBitErrors:
+    """The fault model whose pattern for a seed RandBET trains on with ``fixed_pattern_seed``:
+    evaluating a trained model with it and that seed (a campaign fault entry with ``seed``)
+    tests it on the very bit errors it was trained on."""
+    return RandomBitErrors(bit_error_rate, sampler=FIXED_PATTERN_SAMPLER)
+
+
 class Normal:
     """Quantization-aware training; stored parameters projected to ±``bound`` after each step."""
 
@@ -157,7 +171,9 @@ class RandBET(Clipping):
     switched on also runs the quantized weights with a fresh bit error pattern at
     ``bit_error_rate``; its gradient, clamped to ±``grad_clip``, is averaged with the clean one.
     The curriculum: the perturbed pass runs on the next step iff the clean loss is below
-    1.15·τ and the mean of clean and perturbed loss at most τ (``curriculum_threshold``)."""
+    1.15·τ and the mean of clean and perturbed loss at most τ (``curriculum_threshold``).
+    ``fixed_pattern_seed``: every perturbed pass uses the one pattern of that seed
+    (:func:`fixed_pattern_faults`) instead of a fresh one, like a single chip's errors."""
 
     name = "randbet"
 
@@ -168,14 +184,23 @@ class RandBET(Clipping):
         seed: int = 0,
         grad_clip: float = 0.05,
         curriculum_threshold: float = 1.75,
+        fixed_pattern_seed: int | None = None,
     ) -> None:
         super().__init__(w_max)
         self.bit_error_rate = bit_error_rate
         self.seed = seed
         self.grad_clip = grad_clip
         self.curriculum_threshold = curriculum_threshold
+        self.fixed_pattern_seed = fixed_pattern_seed
         self.perturb = False  # the curriculum's "population": starts off
+        self.scheme: QuantScheme | None = None
         self._quantized: dict[str, tuple[QuantizedTensor, torch.Tensor]] = {}
+        self._fixed_masks: dict[str, torch.Tensor] | None = None
+
+    def start(self, model: nn.Module, scheme: QuantScheme) -> None:
+        self.scheme = scheme
+        self._fixed_masks = None
+        super().start(model, scheme)
 
     def parameters_for_step(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
         """The fake-quantized parameters; their codes and values are kept for this step's
@@ -194,18 +219,41 @@ class RandBET(Clipping):
             self._quantized[name] = (quantized, values)
         return result
 
-    def perturbed_values(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
-        """This step's weights with a fresh bit error pattern (seeded by ``seed`` and ``step``),
-        clamped to ±w_max: the clean values with only the flipped elements decoded again.
-        Call after :meth:`parameters_for_step`; the result carries no gradient."""
+    def flip_masks(self, step: int) -> dict[str, torch.Tensor]:
+        """Parameter name -> flat uint8 XOR mask of this step's bit errors on its codes: a fresh
+        pattern seeded by ``seed`` and ``step``, or the one fixed pattern of
+        ``fixed_pattern_seed``. Call after :meth:`parameters_for_step`."""
+        if self.fixed_pattern_seed is not None:
+            if self._fixed_masks is None:  # value independent (symmetric rate): sample once
+                self._fixed_masks = self._sample_fixed_masks(self.fixed_pattern_seed)
+            return self._fixed_masks
         generator = torch.Generator().manual_seed(stable_seed("randbet", self.seed, step))
+        return {
+            name: sparse_flip_mask(
+                quantized.shape, quantized.scheme.bits, self.bit_error_rate, generator
+            ).reshape(-1)
+            for name, (quantized, _) in self._quantized.items()
+        }
+
+    def _sample_fixed_masks(self, seed: int) -> dict[str, torch.Tensor]:
+        """The masks that evaluation with ``RandomBitErrors(bit_error_rate, sampler=2)`` and
+        ``seed`` gives on this step's codes; at one symmetric rate they depend only on the
+        seed, the parameter names and the code shapes and widths, not on the weights."""
+        assert self.scheme is not None, "start() first"
+        codes = QuantizedModel({name: q for name, (q, _) in self._quantized.items()}, self.scheme)
+        pattern = fixed_pattern_faults(self.bit_error_rate).sample(codes, seed)
+        return {name: mask.reshape(-1) for name, mask in pattern.masks.items()}
+
+    def perturbed_values(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        """This step's weights with its bit error pattern (:meth:`flip_masks`), clamped to
+        ±w_max: the clean values with only the flipped elements decoded again.
+        Call after :meth:`parameters_for_step`; the result carries no gradient."""
+        masks = self.flip_masks(step)
         params = dict(model.named_parameters())
         perturbed = {}
         for name, (quantized, values) in self._quantized.items():
             param = params[name].detach()
-            mask = sparse_flip_mask(
-                quantized.shape, quantized.scheme.bits, self.bit_error_rate, generator
-            ).reshape(-1)
+            mask = masks[name]
             flipped = torch.nonzero(mask).squeeze(1)
             flips, flipped = mask[flipped].to(values.device), flipped.to(values.device)
             codes = quantized.codes.reshape(-1)[flipped] ^ flips
@@ -386,6 +434,7 @@ def method_from_name(name: str, config) -> Normal:
             seed=config.seed,
             grad_clip=config.perturbed_grad_clip,
             curriculum_threshold=config.curriculum_threshold,
+            fixed_pattern_seed=config.fixed_pattern_seed,
         )
     if name == "bitflip":
         return BitFlipTraining(*config.flip_rates, seed=config.seed, bound=config.projection_bound)
