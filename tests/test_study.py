@@ -63,7 +63,7 @@ def _pinned(records):
 
 def test_stutz2021_as_a_spec_gives_the_pinned_numbers(tmp_path, monkeypatch):
     text = tiny_spec([8, 4], ["normal", "rquant"], sampler=1, chips=1)
-    monkeypatch.setattr(stutz2021, "study_spec", lambda quick: (parse_spec(text), text))
+    monkeypatch.setattr(stutz2021, "study_spec", lambda quick, name="stutz2021": (parse_spec(text), text))
     summary = stutz2021.reproduce(
         tmp_path, quick=True, command="bitrobust reproduce stutz2021 --quick"
     )

@@ -99,6 +99,44 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_reproduce)
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from bitrobust.experiments.claims import Results, evaluate_claims, write_claims
+    from bitrobust.provenance import provenance
+
+    claims = evaluate_claims(Results.load(args.results))
+    out = args.out or args.results
+    json_path, md_path = write_claims(claims, out, provenance())
+    counts: dict[str, dict[str, int]] = {}
+    for claim in claims:
+        counts.setdefault(claim.paper, {}).setdefault(claim.verdict, 0)
+        counts[claim.paper][claim.verdict] += 1
+    emit(
+        {"claims": str(json_path), "report": str(md_path), "verdicts": counts},
+        args.json,
+        "\n".join(f"[{c.paper}] {c.verdict}: {c.claim}" for c in claims)
+        + f"\n\nwrote {md_path} and {json_path}",
+    )
+    return 0
+
+
+def _add_claims(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "claims",
+        help="check the papers' claims against the committed results",
+        description="Judge every claim of the three papers (papers.md's reference numbers "
+        "and the abstracts) on the results in --results (each study's trials.csv.gz and JSON "
+        "record, as `bitrobust reproduce` writes them) and write CLAIMS.md and claims.json. "
+        "The verdicts are computed, with confidence intervals over training seeds.",
+    )
+    p.add_argument(
+        "--results", default="docs/results", help="results folder (default docs/results)"
+    )
+    p.add_argument("--out", help="output folder (default: the results folder)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=cmd_claims)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     _add_demo(sub)
     _add_reproduce(sub)
+    _add_claims(sub)

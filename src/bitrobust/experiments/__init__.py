@@ -25,6 +25,9 @@ from the same seeds with the same distribution."""
 STUDIES: dict[str, str] = {
     "stutz2021": "Stutz et al. 2021: Normal, RQuant, Clipping (w_max 0.1, 0.05) and RandBET at "
     "8 and 4 bit on MNIST and Fashion-MNIST; RErr vs random bit error rate",
+    "stutz2021-cifar10": "Stutz et al. 2021 on CIFAR-10 at CPU scale: SimpleNet (c = 8, group "
+    "norm) at 8 bit, per-layer Normal, RQuant, Clipping and RandBET at w_max 0.1 and 0.05, 3 "
+    "training seeds each; RErr vs random bit error rate, and energy on calibrated SRAM chips",
     "bnn2021": "Buschjäger et al. 2021: binarized MLP on Fashion-MNIST with bit flip training "
     "(0/5/10/20 %) and the hinge loss; accuracy vs bit error rate, margin and importance "
     "metrics, and their rank correlation with accuracy under bit errors",
@@ -39,4 +42,4 @@ def load_study(name: str) -> ModuleType:
     """The module implementing study ``name``."""
     if name not in STUDIES:
         raise BitrobustError(f"unknown study {name!r} (known: {', '.join(STUDIES)})")
-    return importlib.import_module(f"bitrobust.experiments.{name}")
+    return importlib.import_module(f"bitrobust.experiments.{name.replace('-', '_')}")

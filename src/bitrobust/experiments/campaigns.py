@@ -9,7 +9,10 @@ name). The report reads the store's rows.
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ from bitrobust.errors import BitrobustError
 
 SPECS = Path(__file__).resolve().parent / "specs"
 STORE_NAME = "campaign.db"
+TRIALS_NAME = "trials.csv.gz"
+"""Every trial of a study as one CSV row (``campaign export``), gzipped: what
+``bitrobust claims`` reads from the committed results."""
 
 
 def packaged_spec(name: str) -> tuple[CampaignSpec, str]:
@@ -61,5 +67,25 @@ def run_study_spec(
         )
     if summary.interrupted:
         raise KeyboardInterrupt
+    export_trials(store, out / TRIALS_NAME)
     with CampaignStore.open_existing(store) as opened:
         return [record.flat() for record in opened.records(planned_only=True)]
+
+
+def export_trials(store: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Write the store's planned trials to ``path`` as gzipped CSV, sorted by trial id; the
+    gzip header carries no time stamp, so equal trials give equal bytes."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        plain = Path(scratch) / "trials.csv"
+        with CampaignStore.open_existing(store) as opened:
+            opened.export(plain, "csv")
+        packed = Path(scratch) / path.name
+        with (
+            open(plain, "rb") as source,
+            open(packed, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as target,
+        ):
+            shutil.copyfileobj(source, target)
+        os.replace(packed, path)
+    return path

@@ -27,10 +27,24 @@ from bitrobust.faults import make_chip
 MNIST_RATES = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 
 
-def study_spec(quick: bool) -> tuple[CampaignSpec, str]:
-    """The packaged spec: ``specs/stutz2021.toml`` (about 1-2 hours on 2 cores) or
-    ``specs/stutz2021-quick.toml`` (under 15 minutes)."""
-    return packaged_spec("stutz2021-quick" if quick else "stutz2021")
+STUDY = "stutz2021"
+
+VARIANTS = {
+    "Normal": "global range ±1, symmetric, offset binary, truncation",
+    "Normal (per-layer)": "per-layer range, symmetric, signed, truncation (the poster's first "
+    "quantization row)",
+    "RQuant": "per-layer asymmetric offset binary with rounding",
+    "Clipping": "RQuant + all parameters projected to ±w during training",
+    "RandBET": "Clipping w + random bit error training at p = 1 % (the paper's main setting) "
+    "or the p given",
+}
+"""What each variant label (up to its first number) means, for the report."""
+
+
+def study_spec(quick: bool, name: str = STUDY) -> tuple[CampaignSpec, str]:
+    """The packaged spec ``specs/<name>.toml`` (full: about 1-2 hours on 2 cores) or
+    ``specs/<name>-quick.toml`` (under 15 minutes)."""
+    return packaged_spec(f"{name}-quick" if quick else name)
 
 
 def ordering_check(records: list[dict[str, Any]]) -> list[str]:
@@ -82,7 +96,8 @@ def sram_energy(spec: CampaignSpec, rows: list[dict[str, Any]]) -> dict[str, dic
             mine = [r for r in rows if r["model"] == model.name and r["fault"] in names]
             if not mine:
                 continue
-            err = mine[0]["err_clean"]
+            per_seed = {r["training_seed"]: r["err_clean"] for r in mine}
+            err = sum(per_seed.values()) / len(per_seed)  # mean over training seeds
 
             def evaluate(voltage: float, mine: list[dict[str, Any]] = mine) -> dict[str, Any]:
                 values = [r["rerr"] for r in mine if r["x"] == voltage]
@@ -128,16 +143,17 @@ def reproduce(
     command: str = "",
     device: str | None = None,
     workers: int | None = 1,
+    name: str = STUDY,
 ) -> dict[str, Any]:
-    """Run the study's campaign into ``out_dir`` and write its Markdown report, plot and JSON
-    record there."""
+    """Run the study's campaign (``specs/<name>[-quick].toml``) into ``out_dir`` and write its
+    Markdown report, plot and JSON record there, named after ``name``."""
     out = Path(out_dir)
-    spec, text = study_spec(quick)
+    spec, text = study_spec(quick, name)
     started = time.time()
     rows = run_study_spec(spec, text, out, data_dir, workers=workers)
     records = model_records(spec, rows)
     rates = tuple(next(f for f in spec.faults if f.name == "bit-errors").rates)
-    plot = plot_study(records, out / "stutz2021.png")
+    plot = plot_study(records, out / f"{name}.png")
     table = results_table(records, rates)
     checks = ordering_check(records)
     energy = sram_energy(spec, rows)
@@ -162,14 +178,21 @@ def reproduce(
         "sram": {"chips": chips, "results": energy},
         "seconds": round(elapsed, 1),
         "plot": plot.name,
-        "report": str(out / "stutz2021.md"),
+        "report": str(out / f"{name}.md"),
         "store": str(out / "campaign.db"),
     }
-    (out / "stutz2021.json").write_text(json.dumps(summary, indent=1))
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
+    labels = dict.fromkeys(m.label or m.name for m in spec.models)
+    meanings = [
+        f"{label} = {meaning}"
+        for label in labels
+        for key, meaning in VARIANTS.items()
+        if label == key or (label.startswith(key + " ") and key != "Normal")
+    ]
     lines = [
-        "# Stutz et al. 2021 reproduction: RErr under random bit errors",
+        f"# Stutz et al. 2021 reproduction: {spec.description or 'RErr under random bit errors'}",
         "",
-        f"Command: `{command or 'bitrobust reproduce stutz2021'}` ({summary['mode']} mode; "
+        f"Command: `{command or f'bitrobust reproduce {name}'}` ({summary['mode']} mode; "
         f"the trials took {compute / 60:.1f} min of worker time on {platform.machine()} with "
         f"{torch.get_num_threads()} thread(s) per worker; this run {elapsed / 60:.1f} min, "
         "reusing the trained models and finished trials its campaign store already held).",
@@ -177,17 +200,15 @@ def reproduce(
         f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
         f"of `{Path(summary['store']).name}` (`bitrobust campaign report` renders it).",
         "",
-        f"Model: {model.architecture} {model.options}, {model.epochs} epochs, "
+        f"Model: {model.architecture} {model.options}, {model.epochs} epochs, training seeds "
+        f"{', '.join(map(str, model.training_seeds))}, "
         f"train examples: {spec.data.train_limit or 'all'}, first {spec.data.test_limit} test "
         f"examples, {spec.patterns} patterns per rate "
         f"(seeds {spec.seed}..{spec.seed + spec.patterns - 1}, "
         "nested across rates). RErr = an example is wrong if the clean or the faulty model errs; "
-        "values are means over patterns in %.",
+        "values are means over patterns and training seeds in %.",
         "",
-        "Variants: Normal = global range ±1, symmetric, offset binary, truncation; RQuant = "
-        "per-layer asymmetric offset binary with rounding; Clipping w = RQuant + all parameters "
-        "projected to ±w; RandBET = Clipping 0.1 + random bit error training at p = 1 % (the "
-        "paper's main setting) or 5 %.",
+        "Variants: " + "; ".join(meanings) + ".",
         "",
         table,
         "",
@@ -221,7 +242,7 @@ def reproduce(
             voltage_table(result),
             "",
         ]
-    (out / "stutz2021.md").write_text("\n".join(lines))
+    (out / f"{name}.md").write_text("\n".join(lines))
     return summary
 
 

@@ -1,0 +1,205 @@
+"""The claims table: statistics, verdict rules, and the committed CLAIMS.md / claims.json."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bitrobust.cli import main
+from bitrobust.energy import energy_saving
+from bitrobust.experiments.claims import (
+    PAPERS,
+    VERDICTS,
+    Estimate,
+    Results,
+    combine,
+    correlation_verdict,
+    difference,
+    directional,
+    evaluate_claims,
+    load_trials,
+    mean_estimate,
+    stutz_claims,
+)
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def _rows(model: str, seeds_means: dict[int, float], rate: float = 0.01, patterns: int = 4):
+    """Random bit error rows whose per-seed RErr means are ``seeds_means``."""
+    rows = []
+    for seed, mean in seeds_means.items():
+        for k in range(patterns):
+            rows.append(
+                {
+                    "model": model,
+                    "fault": "bit-errors",
+                    "x": rate,
+                    "training_seed": seed,
+                    "pattern": k,
+                    "rerr": mean + 0.001 * (k - (patterns - 1) / 2),
+                    "err_clean": mean / 2,
+                }
+            )
+    return rows
+
+
+def test_difference_over_seed_means_is_welch():
+    a = _rows("a", {0: 0.30, 1: 0.32, 2: 0.34})
+    b = _rows("b", {0: 0.10, 1: 0.11, 2: 0.12})
+    estimate = difference(a, b, "rerr")
+    assert estimate.seeds == 3 and estimate.patterns == 4
+    assert estimate.mean == pytest.approx(0.21)
+    # Welch with variances 0.0004/3 and 0.0001/3, df = (5/3e-4)^2 / ((4/3e-4)^2/2 + (1/3e-4)^2/2)
+    se = math.sqrt(0.0004 / 3 + 0.0001 / 3)
+    df = (0.0005 / 3) ** 2 / ((0.0004 / 3) ** 2 / 2 + (0.0001 / 3) ** 2 / 2)
+    from bitrobust.stats import t_quantile
+
+    half = t_quantile(0.975, df) * se
+    assert estimate.low == pytest.approx(0.21 - half)
+    assert estimate.high == pytest.approx(0.21 + half)
+
+
+def test_one_training_seed_falls_back_to_patterns():
+    estimate = difference(_rows("a", {0: 0.3}), _rows("b", {0: 0.1}), "rerr")
+    assert estimate.seeds == 1 and estimate.patterns == 4
+    assert estimate.low > 0  # patterns alone make it significant ...
+    assert directional(estimate) == "partly"  # ... but one seed is not a finding
+
+
+@pytest.mark.parametrize(
+    ("estimate", "expect_positive", "verdict"),
+    [
+        (None, True, "not attempted"),
+        (Estimate(0.1, 0.05, 0.15, 3, 25), True, "reproduced"),
+        (Estimate(0.1, 0.05, 0.15, 2, 25), True, "partly"),
+        (Estimate(0.1, -0.05, 0.25, 3, 25), True, "partly"),
+        (Estimate(-0.1, -0.15, -0.05, 3, 25), True, "not reproduced"),
+        (Estimate(-0.1, -0.15, -0.05, 3, 25), False, "reproduced"),
+        (Estimate(0.0, -0.1, 0.1, 3, 25), True, "not reproduced"),
+    ],
+)
+def test_directional_verdicts(estimate, expect_positive, verdict):
+    assert directional(estimate, expect_positive) == verdict
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "combined"),
+    [
+        ([], "not attempted"),
+        (["not attempted"], "not attempted"),
+        (["reproduced", "reproduced"], "reproduced"),
+        (["reproduced", "partly"], "partly"),
+        (["reproduced", "not reproduced"], "partly"),
+        (["not reproduced", "not attempted"], "not reproduced"),
+    ],
+)
+def test_combined_verdicts(verdicts, combined):
+    assert combine(verdicts) == combined
+
+
+@pytest.mark.parametrize(
+    ("rho", "p_value", "sign", "seeds", "verdict"),
+    [
+        (0.8, 0.01, 1, 3, "reproduced"),
+        (0.8, 0.01, 1, 1, "partly"),
+        (0.8, 0.2, 1, 3, "partly"),
+        (0.3, 0.01, 1, 3, "not reproduced"),  # significant but not strong
+        (-0.8, 0.01, 1, 3, "not reproduced"),
+        (-0.8, 0.01, -1, 3, "reproduced"),
+    ],
+)
+def test_correlation_verdicts(rho, p_value, sign, seeds, verdict):
+    assert correlation_verdict(rho, p_value, sign, seeds) == verdict
+
+
+def test_mean_estimate_uses_seed_means():
+    estimate = mean_estimate(_rows("a", {0: 0.2, 1: 0.4}), "rerr")
+    assert estimate.mean == pytest.approx(0.3) and estimate.seeds == 2
+
+
+def _stutz(rows_by_variant: dict[str, dict[int, float]], rate: float) -> Results:
+    rows = []
+    for variant, means in rows_by_variant.items():
+        rows += _rows(f"cifar10-8bit-{variant}", means, rate)
+    return Results({"stutz2021-cifar10": rows}, {})
+
+
+def test_stutz_quantization_claim_from_rows():
+    three = {"perlayer-normal": {0: 0.30, 1: 0.32, 2: 0.31}, "rquant": {0: 0.1, 1: 0.12, 2: 0.11}}
+    claim = stutz_claims(_stutz(three, 0.005))[0]
+    assert claim.verdict == "reproduced"
+    assert "cifar10, p = 0.5 %" in claim.ours and "+20.00 points" in claim.ours
+    reversed_ = {"perlayer-normal": three["rquant"], "rquant": three["perlayer-normal"]}
+    assert stutz_claims(_stutz(reversed_, 0.005))[0].verdict == "not reproduced"
+    assert stutz_claims(_stutz({"rquant": three["rquant"]}, 0.005))[0].verdict == "not attempted"
+
+
+def test_energy_saving_claim_reads_the_lowest_voltage_within_budget():
+    rows = _rows("cifar10-8bit-perlayer-normal", {0: 0.2, 1: 0.2, 2: 0.2})  # Err 10 %
+    for seed in range(3):
+        for voltage, rerr in ((1.0, 0.10), (0.9, 0.105), (0.86, 0.108), (0.8, 0.3)):
+            rows.append(
+                {
+                    "model": "cifar10-8bit-randbet-005",
+                    "fault": "sram-chip0",
+                    "x": voltage,
+                    "training_seed": seed,
+                    "pattern": 0,
+                    "rerr": rerr,
+                }
+            )
+    claims = stutz_claims(Results({"stutz2021-cifar10": rows}, {}))
+    energy = next(c for c in claims if "energy saving at 8 bit" in c.claim)
+    saving = 100 * energy_saving(0.86)
+    assert f"saving {saving:.1f} %" in energy.ours
+    assert energy.verdict == "reproduced"  # 26 % ≥ 20 % on every seed
+
+
+def _write_trials(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_trials_load_typed(tmp_path):
+    rows = _rows("cifar10-8bit-rquant", {0: 0.1})
+    rows[0]["fault"] = "bit-errors"
+    rows[0]["layer"] = None
+    _write_trials(tmp_path / "s" / "trials.csv.gz", rows)
+    loaded = load_trials(tmp_path / "s" / "trials.csv.gz")
+    assert loaded[0]["x"] == 0.01 and loaded[0]["pattern"] == 0 and loaded[0]["layer"] is None
+    assert loaded[0]["rerr"] == rows[0]["rerr"]
+
+
+def test_cli_writes_the_claims_files(tmp_path, capsys):
+    rows = _rows("cifar10-8bit-rquant", {0: 0.1, 1: 0.1, 2: 0.1}, 0.005)
+    rows += _rows("cifar10-8bit-perlayer-normal", {0: 0.3, 1: 0.31, 2: 0.32}, 0.005)
+    _write_trials(tmp_path / "stutz2021-cifar10" / "trials.csv.gz", rows)
+    assert main(["claims", "--results", str(tmp_path), "--out", str(tmp_path / "o"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["verdicts"]["stutz2021"]["reproduced"] == 1
+    claims = json.loads((tmp_path / "o" / "claims.json").read_text())
+    assert all(set(c) == {"paper", "claim", "verdict", "ours", "paper_value", "evidence"} for c in claims)
+    assert {c["paper"] for c in claims} == set(PAPERS)
+    assert all(c["verdict"] in VERDICTS for c in claims)
+    assert "| stutz2021 | 1 |" in (tmp_path / "o" / "CLAIMS.md").read_text()
+
+
+def test_cli_refuses_a_missing_results_folder(tmp_path, capsys):
+    assert main(["claims", "--results", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_committed_claims_are_what_the_code_computes():
+    """docs/results/claims.json is the output of the claims code on the committed results."""
+    committed = json.loads((RESULTS / "claims.json").read_text())
+    computed = [c.__dict__ for c in evaluate_claims(Results.load(RESULTS))]
+    assert committed == computed
