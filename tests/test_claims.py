@@ -187,7 +187,9 @@ def test_cli_writes_the_claims_files(tmp_path, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["verdicts"]["stutz2021"]["reproduced"] == 1
     claims = json.loads((tmp_path / "o" / "claims.json").read_text())
-    assert all(set(c) == {"paper", "claim", "verdict", "ours", "paper_value", "evidence"} for c in claims)
+    assert all(
+        set(c) == {"paper", "claim", "verdict", "ours", "paper_value", "evidence"} for c in claims
+    )
     assert {c["paper"] for c in claims} == set(PAPERS)
     assert all(c["verdict"] in VERDICTS for c in claims)
     assert "| stutz2021 | 1 |" in (tmp_path / "o" / "CLAIMS.md").read_text()

@@ -12,6 +12,7 @@ from bitrobust.models import (
     Normalize,
     ReparameterizedGroupNorm,
     build_model,
+    count_multiply_accumulates,
     count_parameters,
     group_count,
     list_models,
@@ -311,3 +312,14 @@ def test_resnet20_structure():
 def test_resnet20_width_multiplier():
     model = build_model("resnet20", in_channels=3, image_size=32, num_classes=10, width=2)
     assert model.classifier.in_features == 128
+
+
+def test_multiply_accumulates_count_convs_and_linears():
+    mlp = build_model("mlp", in_channels=1, image_size=28, num_classes=10)
+    assert count_multiply_accumulates(mlp, (1, 28, 28)) == 784 * 1024 + 1024 * 1024 + 1024 * 10
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    assert count_multiply_accumulates(conv, (3, 8, 8)) == 4 * 8 * 8 * 3 * 9 + 256 * 2
+    simplenet = build_model(
+        "simplenet", in_channels=3, image_size=32, num_classes=10, width=8, min_group_channels=8
+    )
+    assert count_multiply_accumulates(simplenet, (3, 32, 32)) == 10_061_120

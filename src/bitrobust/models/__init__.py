@@ -14,9 +14,11 @@ other modules add theirs with :func:`register_model`.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from bitrobust.errors import BitrobustError
@@ -41,6 +43,7 @@ __all__ = [
     "ResNet20",
     "SimpleNet",
     "build_model",
+    "count_multiply_accumulates",
     "count_parameters",
     "group_count",
     "list_models",
@@ -135,6 +138,33 @@ def build_model(
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameter values: the weights that are quantized and faulted."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of the conv and linear layers for one input of ``input_shape``
+    (channels, height, width): what a MAC array computes per example (FLOPs ≈ 2 × MACs)."""
+    total = 0
+
+    def count(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(layer, nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+        else:
+            per_output = layer.in_features
+        total += output.numel() * per_output
+
+    hooks = [
+        m.register_forward_hook(count)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
 
 
 def _lookup(name: str) -> Callable[..., nn.Module]:
