@@ -151,6 +151,15 @@ def test_plot_grid_has_one_legend_for_all_panels(tmp_path, figures):
     assert legend_labels(figure) == ["Normal", "RandBET", "shaded: min–max over 5 seeds"]
 
 
+def test_a_label_looks_the_same_in_every_panel(tmp_path, figures):
+    panels = {"8 bit": {"Normal": curve(0.0), "RQuant": curve(0.1)}, "4 bit": {"RQuant": curve(0)}}
+    plot_grid(panels, tmp_path / "g.png")
+    (figure,) = figures
+    first, second = ({line.get_label(): line for line in a.get_lines()} for a in figure.axes[:2])
+    style = lambda line: (line.get_color(), line.get_marker(), line.get_linestyle())  # noqa: E731
+    assert style(second["RQuant"]) == style(first["RQuant"]) != style(first["Normal"])
+
+
 def test_long_titles_wrap(tmp_path, figures):
     title = "mnist, rquant 8-bit per-layer asymmetric: 4 chip(s) × 2 placement(s), budget 1 pp"
     plot_error_curves({"a": curve(0.0)}, tmp_path / "t.png", title=title)

@@ -135,6 +135,9 @@ def plot_grid(
     figure = Figure(figsize=(max(6.0, 4.5 * ncols), 3.5 * nrows + 0.6), layout="constrained")
     grid = figure.subplots(nrows, ncols, squeeze=False)
     handles: dict[str, Any] = {}  # one legend for all panels, first handle of each label
+    styles = {
+        label: i for i, label in enumerate(dict.fromkeys(c for p in panels.values() for c in p))
+    }
     for index, axes in enumerate(grid.flat):
         if index >= len(panels):
             axes.set_visible(False)
@@ -142,7 +145,7 @@ def plot_grid(
         label = list(panels)[index]
         drawn = _draw_curves(
             axes, panels[label], x=x, y=y, y_low=y_low, y_high=y_high, logx=logx,
-            x_scale=x_scale, y_scale=y_scale, band_label=band_label, legend=False,
+            x_scale=x_scale, y_scale=y_scale, band_label=band_label, legend=False, styles=styles,
         )  # fmt: skip
         for handle in drawn:
             handles.setdefault(handle.get_label(), handle)
@@ -346,16 +349,20 @@ def _draw_curves(
     y_scale: float,
     band_label: str = BAND_LABEL,
     legend: bool = True,
+    styles: Mapping[str, int] | None = None,
 ) -> list[Any]:
     """Draw each curve's line (sorted by x) and its band onto ``axes``; return the legend
     handles (the lines, then one grey patch saying what the bands are, if any was drawn).
 
     Curves differ in colour, marker and dash, and use hollow markers, so that a curve lying
-    on top of another leaves the one below visible; bands sit under every line.
+    on top of another leaves the one below visible; bands sit under every line. ``styles``
+    gives a label's style number (default: its position), so that a label drawn in several
+    panels looks the same in each.
     """
     handles: list[Any] = []
     banded = False
-    for index, (label, rows) in enumerate(curves.items()):
+    for position, (label, rows) in enumerate(curves.items()):
+        index = position if styles is None else styles.get(label, position)
         points = sorted(
             (row for row in rows if _finite(row.get(x)) and _finite(row.get(y))),
             key=lambda row: float(row[x]),
@@ -369,6 +376,7 @@ def _draw_curves(
         (line,) = axes.plot(
             xs,
             ys,
+            color=f"C{index % 10}",
             marker=MARKERS[index % len(MARKERS)],
             linestyle=LINESTYLES[index % len(LINESTYLES)],
             markersize=5,

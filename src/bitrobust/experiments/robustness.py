@@ -89,11 +89,14 @@ def results_table(records: list[dict[str, Any]], rates: tuple[float, ...]) -> st
 
 
 def plot_study(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """One panel per (dataset, bits), one curve per variant: RErr vs p with min/max bands."""
-    from bitrobust.report import plot_grid
+    """One panel per (dataset, bits), one curve per variant: RErr vs p with min/max bands
+    (over patterns, and training seeds where a model has several)."""
+    from bitrobust.report import BAND_LABEL, plot_grid
 
     panels: dict[str, dict[str, list[dict]]] = {}
     for record in records:
         panel = panels.setdefault(f"{record['dataset']} {record['bits']} bit", {})
         panel[record["variant"]] = record["results"]
-    return plot_grid(panels, path)
+    seeded = any(len(record["training_seeds"]) > 1 for record in records)
+    band = "shaded: min–max over patterns and training seeds" if seeded else BAND_LABEL
+    return plot_grid(panels, path, band_label=band)
