@@ -205,3 +205,31 @@ def test_committed_claims_are_what_the_code_computes():
     committed = json.loads((RESULTS / "claims.json").read_text())
     computed = [c.__dict__ for c in evaluate_claims(Results.load(RESULTS))]
     assert committed == computed
+
+
+def test_fixed_pattern_claim_compares_its_two_fault_entries():
+    rows = []
+    for fault, means in (("training-pattern", 0.05), ("random-patterns", 0.4)):
+        for row in _rows(
+            "mnist-8bit-randbet-fixed-01", {0: means, 1: means + 0.01, 2: means - 0.01}, 0.025, 1
+        ):
+            rows.append({**row, "fault": fault})
+    claims = stutz_claims(Results({"stutz2021": rows}, {}))
+    fixed = next(c for c in claims if "fixed bit error pattern" in c.claim)
+    assert fixed.verdict == "reproduced"
+    assert "randbet-fixed-01, random-patterns" in fixed.ours and "+35.00 points" in fixed.ours
+
+
+def test_quantization_ladder_claims_use_the_ablation_rate():
+    means = {
+        "perlayer-normal": 0.2,
+        "perlayer-asym": 0.4,
+        "perlayer-asym-unsigned": 0.15,
+        "rquant": 0.1,
+    }
+    rows = []
+    for variant, mean in means.items():
+        rows += _rows(f"mnist-8bit-{variant}", {0: mean, 1: mean + 0.01, 2: mean + 0.02}, 0.05)
+    ladder = [c for c in stutz_claims(Results({"stutz2021": rows}, {})) if "ablation" in c.claim]
+    assert [c.verdict for c in ladder] == ["reproduced"] * 3
+    assert all("mnist, 8 bit, p = 5 %" in c.ours for c in ladder)
