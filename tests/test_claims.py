@@ -134,7 +134,7 @@ def test_stutz_quantization_claim_from_rows():
     three = {"perlayer-normal": {0: 0.30, 1: 0.32, 2: 0.31}, "rquant": {0: 0.1, 1: 0.12, 2: 0.11}}
     claim = stutz_claims(_stutz(three, 0.005))[0]
     assert claim.verdict == "reproduced"
-    assert "cifar10, p = 0.5 %" in claim.ours and "+20.00 points" in claim.ours
+    assert "cifar10, 8 bit, p = 0.5 %" in claim.ours and "+20.00 points" in claim.ours
     reversed_ = {"perlayer-normal": three["rquant"], "rquant": three["perlayer-normal"]}
     assert stutz_claims(_stutz(reversed_, 0.005))[0].verdict == "not reproduced"
     assert stutz_claims(_stutz({"rquant": three["rquant"]}, 0.005))[0].verdict == "not attempted"
