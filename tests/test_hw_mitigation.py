@@ -23,13 +23,16 @@ from bitrobust.hw import (
     integer_gemm,
     load_multiplier,
 )
+from bitrobust.hw.accelerator import GPUArray
 from bitrobust.hw.emulate import decode, force_bit
 from bitrobust.hw.mitigation import (
     MitigationConfig,
+    RetrainConfig,
     activation_histograms,
     candidate_codes,
     map_weights,
     mitigate,
+    retrain,
 )
 from bitrobust.models.architecture import Architecture
 from bitrobust.quant import QuantScheme
@@ -179,6 +182,22 @@ def test_fap_t_retrains_with_pruned_weights_frozen(digits_model):
         assert fault.bypass and not layer.weight.requires_grad
 
 
+def test_retraining_adapts_to_the_multiplier_deterministically_on_any_array(digits_model):
+    """Approximation-aware retraining: fault free, the same result twice and on every array
+    (the array does not change a fault-free forward pass), the deployment left as it was."""
+    model, (images, labels) = digits_model
+    config = RetrainConfig(epochs=1, examples=300, lr=0.01)
+    tpu = deploy(model, "mitchell8u", SystolicArray(4), calibration=images[:300])
+    before = _state(tpu.module)
+    first, again = (retrain(tpu, images, labels, config) for _ in range(2))
+    gpu = retrain(deploy(model, "mitchell8u", GPUArray(16), images[:300]), images, labels, config)
+    assert _state(first.module) == _state(again.module) == _state(gpu.module)
+    assert _state(tpu.module) == before and _state(first.module) != before
+    assert first.accelerator == tpu.accelerator and gpu.accelerator == GPUArray(16)
+    no_faults = PEFaults(0.0, 0, 0).sample(tpu.target, 0)
+    assert _accuracy(first, no_faults, images, labels) != _accuracy(tpu, no_faults, images, labels)
+
+
 def test_config_is_checked():
     from bitrobust.errors import BitrobustError
 
@@ -186,6 +205,10 @@ def test_config_is_checked():
         MitigationConfig("magic")
     with pytest.raises(BitrobustError, match="epochs"):
         dataclasses.replace(MitigationConfig(), epochs=-1)
+    with pytest.raises(BitrobustError, match="retrain epochs must be an integer >= 1"):
+        RetrainConfig(epochs=0)
+    with pytest.raises(BitrobustError, match="retrain learning rate"):
+        RetrainConfig(lr=0.0)
 
 
 def test_cli_mitigate_adds_the_mitigated_accuracy(tmp_path, capsys, data_dir):

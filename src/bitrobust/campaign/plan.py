@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bitrobust.campaign.spec import (
+    RETRAIN_KEYS,
     CampaignSpec,
     FaultFreeSpec,
     ModelSpec,
@@ -222,7 +223,7 @@ class ModelLayout:
 
 def fault_settings(fault: Any, layout: ModelLayout | None) -> list[FaultSetting]:
     """The fault models of one spec entry: one per swept value (× layer × bit if asked)."""
-    accelerator = None if fault.accelerator is None else fault.accelerator.model_dump()
+    accelerator = None if fault.accelerator is None else fault.accelerator.key()
     common = {"fault": fault.name, "kind": fault.type, "accelerator": accelerator}
     if isinstance(fault, RandomBitErrorsSpec):
         if fault.rates is not None:
@@ -358,7 +359,7 @@ def plan_trials(
     for instance in instances:
         data = data_key(spec, instance)
         for fault in spec.fault_models_for(instance.model):
-            accelerator = None if fault.accelerator is None else fault.accelerator.model_dump()
+            accelerator = None if fault.accelerator is None else fault.accelerator.key()
             layout = layouts.get(layout_key(instance, accelerator))
             for setting in fault_settings(fault, layout):
                 count = 1 if setting.kind == "fault_free" else fault.patterns or spec.patterns
@@ -386,3 +387,30 @@ def cell_key(model: str, setting: FaultSetting) -> tuple[Any, ...]:
 
 def layout_key(instance: ModelInstance, accelerator: dict[str, Any] | None) -> str:
     return digest([instance.fingerprint, accelerator])
+
+
+# -- approximation-aware retraining ----------------------------------------------------------
+
+
+def retraining_key(accelerator: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a model's approximation-aware retraining on ``accelerator`` depends on, or None if
+    it does not retrain. Not the PE array: without faults the array does not change a forward
+    pass, so one retraining serves every array of a multiplier."""
+    if not accelerator or not accelerator.get("retrain_epochs"):
+        return None
+    from bitrobust import __version__
+
+    keys = ("multiplier", "calibration", *RETRAIN_KEYS)
+    return {**{k: accelerator[k] for k in keys}, "package_version": __version__}
+
+
+def retrained_checkpoint(
+    checkpoint_dir: str | os.PathLike[str], instance: ModelInstance, accelerator: dict[str, Any]
+) -> str | None:
+    """Where the retrained weights of ``instance`` on ``accelerator`` are kept (None if it does
+    not retrain): beside the trained checkpoints, named by content like them."""
+    key = retraining_key(accelerator)
+    if key is None:
+        return None
+    name = f"{instance.model}-seed{instance.training_seed}-{instance.fingerprint}"
+    return str(Path(checkpoint_dir) / f"{name}-retrained-{digest(key)}.safetensors")

@@ -1,4 +1,5 @@
-"""Run a campaign into a store: train what is missing, then every trial not yet recorded.
+"""Run a campaign into a store: train what is missing, retrain the models whose accelerator asks
+for approximation-aware retraining (``retrain_epochs``), then every trial not yet recorded.
 
 Rerunning the same command continues where a killed run stopped: checkpoints are files named
 by fingerprint, and the store knows which trial ids are done. Each finished task's trials are
@@ -89,7 +90,9 @@ def run_campaign(
         new = 0
         while not stop:
             todo = [t for t in trials if t.trial_id not in done]
-            new += _run_trials(todo, store, executor, data_dir, spec, stop, progress)
+            new += _run_trials(
+                todo, store, executor, data_dir, spec, stop, progress, checkpoint_dir
+            )
             done = store.done_ids()
             if spec.adaptive is None or stop:
                 break
@@ -176,7 +179,7 @@ def _layouts(
         for fault in spec.fault_models_for(instance.model):
             if not getattr(fault, "per_layer", False) and not getattr(fault, "per_bit", False):
                 continue
-            accelerator = None if fault.accelerator is None else fault.accelerator.model_dump()
+            accelerator = None if fault.accelerator is None else fault.accelerator.key()
             key = planning.layout_key(instance, accelerator)
             if key not in layouts:
                 stored, bits = worker.layout(_task(instance, accelerator, spec, data_dir))
@@ -189,7 +192,11 @@ def _task(
     accelerator: dict[str, Any] | None,
     spec: CampaignSpec,
     data_dir: str | None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
+    retrained = None
+    if accelerator is not None and checkpoint_dir is not None:
+        retrained = planning.retrained_checkpoint(checkpoint_dir, instance, accelerator)
     return {
         "checkpoint": instance.checkpoint,
         "fingerprint": instance.fingerprint,
@@ -197,10 +204,43 @@ def _task(
         "data": planning.data_key(spec, instance),
         "batch_size": spec.data.batch_size,
         "data_dir": data_dir,
+        "retrained": retrained,
     }
 
 
-def _tasks(trials: Sequence[planning.Trial], spec: CampaignSpec, data_dir: str | None):
+def _retrain(
+    todo: Sequence[planning.Trial],
+    spec: CampaignSpec,
+    executor: Executor,
+    data_dir: str | None,
+    checkpoint_dir: Path,
+    stop: StopFlag,
+) -> int:
+    """The retraining stage: approximation-aware retraining of each (model, multiplier) that
+    the trials to run need and whose retrained weights are not saved yet, spread over the
+    workers (each would otherwise retrain every deployment it builds)."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for trial in todo:
+        task = _task(trial.instance, trial.setting.accelerator, spec, data_dir, checkpoint_dir)
+        path = task["retrained"]
+        if path is not None and path not in jobs and not Path(path).is_file():
+            jobs[path] = task
+    if not jobs:
+        return 0
+    log.info(f"retraining {len(jobs)} model(s) for their multipliers")
+    items = list(jobs.values())
+    count = sum(1 for _ in executor.map(worker.run_retraining, items, stop))
+    if count < len(items):
+        raise _Interrupted()
+    return count
+
+
+def _tasks(
+    trials: Sequence[planning.Trial],
+    spec: CampaignSpec,
+    data_dir: str | None,
+    checkpoint_dir: Path | None = None,
+):
     """Trials grouped by deployment and fault entry (all its swept values: one draw per seed
     serves every value), in chunks of :data:`TASK_SEEDS` seeds."""
     groups: dict[tuple[Any, ...], list[planning.Trial]] = {}
@@ -239,7 +279,7 @@ def _tasks(trials: Sequence[planning.Trial], spec: CampaignSpec, data_dir: str |
                 settings.setdefault(key, len(settings))
                 by_key.setdefault(key, t.setting)
             first = chunk[0]
-            task = _task(first.instance, first.setting.accelerator, spec, data_dir)
+            task = _task(first.instance, first.setting.accelerator, spec, data_dir, checkpoint_dir)
             task["settings"] = [by_key[k].__dict__.copy() for k in settings]
             task["trials"] = [(t.trial_id, settings[key_of(t.setting)], t.seed) for t in chunk]
             tasks.append(task)
@@ -255,10 +295,13 @@ def _run_trials(
     spec: CampaignSpec,
     stop: StopFlag,
     progress: Callable[[int, int], None] | None,
+    checkpoint_dir: Path | None = None,
 ) -> int:
     if not todo:
         return 0
-    tasks, members = _tasks(todo, spec, data_dir)
+    if checkpoint_dir is not None:
+        _retrain(todo, spec, executor, data_dir, checkpoint_dir, stop)
+    tasks, members = _tasks(todo, spec, data_dir, checkpoint_dir)
     environment = worker.environment()
     new = finished = 0
     log.info(f"{len(todo)} trial(s) to run in {len(tasks)} task(s) on {executor.workers} worker(s)")

@@ -152,13 +152,38 @@ class ModelSpec(_Strict):
         return self.checkpoint is None
 
 
+RETRAIN_KEYS: tuple[str, ...] = ("retrain_epochs", "retrain_examples", "retrain_lr")
+"""The accelerator keys of approximation-aware retraining: part of a trial's id only when
+``retrain_epochs`` is set, so that the ids of accelerators without retraining stay as before."""
+
+
 class AcceleratorSpec(_Strict):
-    """An emulated accelerator: an (approximate) 8-bit multiplier in a PE array."""
+    """An emulated accelerator: an (approximate) 8-bit multiplier in a PE array; with
+    ``retrain_epochs`` the deployed model is first retrained through the fault-free multiplier
+    (approximation-aware retraining, :func:`bitrobust.hw.mitigation.retrain`), once per model."""
 
     multiplier: str = "exact8u"
     array: Literal["tpu", "gpu"] = "tpu"
     size: int = Field(default=16, ge=1, le=256)
     calibration: int = Field(default=0, ge=0)  # training images that calibrate activations
+    retrain_epochs: int = Field(default=0, ge=0)  # 0: deployed as trained
+    retrain_examples: int = Field(default=2000, ge=1)  # the first N training examples
+    retrain_lr: float = Field(default=0.005, gt=0)
+
+    @model_validator(mode="after")
+    def _retrain_needs_epochs(self) -> AcceleratorSpec:
+        if not self.retrain_epochs and {"retrain_examples", "retrain_lr"} & self.model_fields_set:
+            raise ValueError("retrain_examples and retrain_lr need retrain_epochs >= 1")
+        return self
+
+    @property
+    def retrains(self) -> bool:
+        return self.retrain_epochs > 0
+
+    def key(self) -> dict[str, Any]:
+        """The accelerator as trial ids and tasks see it: the retraining keys only when it
+        retrains."""
+        return self.model_dump(exclude=None if self.retrains else set(RETRAIN_KEYS))
 
 
 class _FaultBase(_Strict):

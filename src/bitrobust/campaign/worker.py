@@ -1,6 +1,8 @@
-"""What an executor runs: a training job, or a task of trials on one deployment.
+"""What an executor runs: a training job, a retraining job (approximation-aware retraining of a
+model for an accelerator's multiplier, saved beside the checkpoints), or a task of trials on one
+deployment.
 
-Both take and return plain data (dicts, lists, numbers), so any executor — this process, a
+All three take and return plain data (dicts, lists, numbers), so any executor — this process, a
 process pool, Ray workers on other machines — can run them and gets the same result. A worker
 keeps the last deployments it built (model, quantization or accelerator, the test data and its
 fault-free run), so the trials of one model cost one load. Trials run with one intra-op thread
@@ -299,11 +301,60 @@ def build_deployment(task: dict[str, Any]) -> Any:
         calibration = training_data(task).tensors[0][: accelerator["calibration"]]
     multiplier = load_multiplier(accelerator["multiplier"], evoapprox_dir(task["data_dir"]))
     array = make_accelerator(accelerator["array"], accelerator["size"])
-    return deploy(checkpoint.model, multiplier, array, calibration, task["batch_size"])
+    deployment = deploy(checkpoint.model, multiplier, array, calibration, task["batch_size"])
+    if accelerator.get("retrain_epochs"):
+        deployment = retrained_deployment(task, deployment)
+    return deployment
+
+
+def retrained_deployment(task: dict[str, Any], deployment: Any) -> Any:
+    """The deployment after approximation-aware retraining: the weights the retraining stage
+    saved (``task["retrained"]``, see :func:`run_retraining`) when that file exists, else
+    retrained here (the same deterministic result, one thread)."""
+    from bitrobust.hw.deploy import AcceleratorDeployment
+    from bitrobust.hw.mitigation import RetrainConfig, retrain
+
+    path = task.get("retrained")
+    if path and Path(path).is_file():
+        from safetensors.torch import load_file
+
+        deployment.module.load_state_dict(load_file(path))
+        return AcceleratorDeployment(deployment.module, deployment.accelerator)
+    accelerator = task["accelerator"]
+    config = RetrainConfig(
+        epochs=accelerator["retrain_epochs"],
+        lr=accelerator["retrain_lr"],
+        examples=accelerator["retrain_examples"],
+    )
+    images, labels = training_data(task).tensors
+    return retrain(deployment, images, labels, config)
+
+
+def run_retraining(job: dict[str, Any]) -> dict[str, Any]:
+    """The retraining stage: retrain one model for one accelerator's multiplier and save the
+    emulated module's weights atomically to ``job["retrained"]``; ``job`` is a trial task
+    without trials (checkpoint, fingerprint, accelerator, data, batch_size, data_dir)."""
+    from safetensors.torch import save_file
+
+    started = time.perf_counter()
+    deployment = build_deployment({**job, "retrained": None})
+    state = {
+        k: v.detach().cpu().contiguous().clone() for k, v in deployment.module.state_dict().items()
+    }
+    path = Path(job["retrained"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    save_file(state, str(partial))
+    os.replace(partial, path)
+    return {"retrained": str(path), "seconds": time.perf_counter() - started}
 
 
 def layout(task: dict[str, Any]) -> tuple[tuple[str, ...], int]:
     """The stored parameter names and bits per value of the task's deployment (for per-layer
     and per-bit sweeps)."""
-    tensors = build_deployment(task).qmodel.tensors  # no clean run: nothing else is needed
+    accelerator = task["accelerator"]
+    if accelerator is not None:  # retraining changes no stored name nor width
+        accelerator = {k: v for k, v in accelerator.items() if not k.startswith("retrain_")}
+    deployment = build_deployment({**task, "accelerator": accelerator})
+    tensors = deployment.qmodel.tensors  # no clean run: nothing else is needed
     return tuple(tensors), max(tensor.scheme.bits for tensor in tensors.values())

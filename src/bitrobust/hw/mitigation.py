@@ -53,6 +53,10 @@ see ``papers.md`` §2.3.
   retuning examples*; on held-out data it usually, but not provably, does not either.
 
 The retuning examples are the first ``examples`` of the training images given.
+
+:func:`retrain` is the same retuning with no fault at all: approximation-aware retraining, which
+turns a model quantized for a multiplier into an AxDNN fine-tuned for it (straight-through
+gradient through the multiplier's table), before any fault is known.
 """
 
 from __future__ import annotations
@@ -306,11 +310,33 @@ def _requantize_fixed(layer: EmulatedLayer, frozen: torch.Tensor | None) -> None
     layer.set_weight_codes(codes)
 
 
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Approximation-aware retraining (:func:`retrain`): ``epochs`` of SGD with momentum at
+    ``lr`` on the first ``examples`` training images, in batches of ``batch_size`` shuffled by
+    ``seed``."""
+
+    epochs: int = 2
+    lr: float = 0.005
+    examples: int = 2000
+    batch_size: int = 128
+    momentum: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise BitrobustError(f"retrain epochs must be an integer >= 1, got {self.epochs!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise BitrobustError(f"retrain learning rate must be > 0, got {self.lr!r}")
+        if self.examples < 1 or self.batch_size < 1:
+            raise BitrobustError("retrain examples and batch size must be at least 1")
+
+
 def retune(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    config: MitigationConfig,
+    config: MitigationConfig | RetrainConfig,
     frozen: dict[str, torch.Tensor] | None = None,
 ) -> list[float]:
     """Fine-tune the weights and biases through the (faulty) emulated forward pass with a
@@ -349,6 +375,23 @@ def retune(
                 layer.bias.requires_grad_(False)
         model.train(was_training)
     return history.loss
+
+
+def retrain(
+    deployment: AcceleratorDeployment,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: RetrainConfig,
+) -> AcceleratorDeployment:
+    """Approximation-aware retraining: a copy of ``deployment`` fine-tuned through its own
+    fault-free forward pass (the multiplier's table, straight-through gradient) on the first
+    ``config.examples`` of ``images``, weight grid and activation ranges kept. What an AxDNN is
+    before faults: the model adapted to its approximate multiplier."""
+    model = copy.deepcopy(deployment.module)
+    count = config.examples
+    with datapath_faults({}):
+        retune(model, images[:count], labels[:count], config)
+    return AcceleratorDeployment(model, deployment.accelerator)
 
 
 # -- the methods ----------------------------------------------------------------------------
@@ -469,5 +512,7 @@ __all__ = [
     "Mitigated",
     "mitigate",
     "prune_faulty",
+    "RetrainConfig",
+    "retrain",
     "retune",
 ]
