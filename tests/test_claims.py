@@ -233,3 +233,54 @@ def test_quantization_ladder_claims_use_the_ablation_rate():
     ladder = [c for c in stutz_claims(Results({"stutz2021": rows}, {})) if "ablation" in c.claim]
     assert [c.verdict for c in ladder] == ["reproduced"] * 3
     assert all("mnist, 8 bit, p = 5 %" in c.ours for c in ladder)
+
+
+def _ax_row(multiplier, array, seed, pattern, loss, **extra):
+    return {
+        "model": "mnist-mlp",
+        "accelerator": f"{multiplier} on {array}",
+        "fault": f"bits-{multiplier}-{array.rstrip('0123456789')}-sa1",
+        "bit": 14,
+        "x": 0.5,
+        "training_seed": seed,
+        "pattern": pattern,
+        "mitigation": None,
+        "accuracy_loss": loss,
+        **extra,
+    }
+
+
+def test_axdnn_gap_pairs_rows_of_the_same_family_array_seed_and_map():
+    from bitrobust.experiments.claims import axdnn_claims
+
+    rows = []
+    for array in ("tpu16", "gpu256"):
+        for seed in range(3):
+            for pattern in range(3):
+                rows.append(_ax_row("mul8u_1JFF", array, seed, pattern, 0.05))
+                rows.append(_ax_row("mul8u_12N4", array, seed, pattern, 0.25 + 0.01 * seed))
+                rows.append(_ax_row("mul8s_1KV6", array, seed, pattern, 0.30))  # exact signed
+                rows.append(_ax_row("mul8s_1L2N", array, seed, pattern, 0.20))  # less than exact
+    claims = axdnn_claims(Results({"axdnn2023": rows}, {}))
+    gap, everywhere = claims[0], claims[1]
+    assert "(3 seed(s) × 12 values)" in gap.ours and gap.verdict == "reproduced"  # pooled: +5.5
+    assert "gpu, mul8s: -10.00 points" in everywhere.ours
+    assert "tpu, mul8u: +21.00 points" in everywhere.ours
+    assert everywhere.verdict == "partly"
+
+
+def test_axdnn_fault_loss_orthogonality_uses_the_recorded_powers():
+    from bitrobust.experiments.claims import axdnn_claims
+
+    powers = {"mul8u_A": 0.1, "mul8u_B": 0.2, "mul8u_C": 0.3, "mul8u_D": 0.4, "mul8u_1JFF": 0.5}
+    document = {
+        "records": [{"multipliers": [{"multiplier": m, "power_mw": p} for m, p in powers.items()]}]
+    }
+    rows = [
+        _ax_row(m, "tpu16", seed, 0, loss)
+        for seed in range(3)
+        for m, loss in (("mul8u_A", 0.4), ("mul8u_B", 0.3), ("mul8u_C", 0.2), ("mul8u_D", 0.1))
+    ]
+    claim = axdnn_claims(Results({"axdnn2023": rows}, {"axdnn2023": document}))[-1]
+    assert "ρ(power, fault-induced loss) = -1.00" in claim.ours
+    assert claim.verdict == "not reproduced"  # loss falls as power rises: not orthogonal
