@@ -34,10 +34,11 @@ STUDIES: dict[str, str] = {
     "bnn2021": "Buschjäger et al. 2021: binarized MLP on Fashion-MNIST with bit flip training "
     "(0/5/10/20 %) and the hinge loss; accuracy vs bit error rate, margin and importance "
     "metrics, and their rank correlation with accuracy under bit errors",
-    "axdnn2023": "Siddique & Hoque 2023: MLP and LeNet-5 on MNIST and Fashion-MNIST on "
-    "approximate (EvoApprox) multipliers in a 16x16 systolic array; accuracy vs multiplier "
-    "power, accuracy loss vs stuck-at product bit at 10/30/50 % faulty PEs, and FAP, FAP+T and "
-    "FaL-reTune at 50 %",
+    "axdnn2023": "Siddique & Hoque 2023: MLP and LeNet-5 on MNIST and Fashion-MNIST, 3 training "
+    "seeds, retrained for each EvoApprox multiplier (signed and unsigned families, exact and 3 "
+    "approximate each) on a 16x16 TPU-like and a 256-unit GPU-like array; accuracy vs multiplier "
+    "power, accuracy loss vs stuck-at product bit at 10/30/50 % faulty PEs over 3 fault maps, and "
+    "FAP, FAP+T and FaL-reTune (literal and improved) at 50 %",
 }
 
 
