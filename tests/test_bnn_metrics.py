@@ -16,6 +16,7 @@ from bitrobust.bnn import (
     Scale,
     bnn_metrics,
     correlations,
+    flips,
     fold_batch_norm,
     neuron_importance,
     neuron_margins,
@@ -134,6 +135,68 @@ def test_flip_importance_on_conv_channels_and_subsample():
         assert layer.neurons.numel() == 4 and len(set(layer.neurons.tolist())) == 4
         index = [full[name].neurons.tolist().index(n) for n in layer.neurons.tolist()]
         assert torch.allclose(layer.importance, full[name].importance[index])
+
+
+def brute_force_importance(model, images, labels, name, neurons):
+    """Accuracy drop and loss rise of each neuron flipped by a forward hook (the definition)."""
+    block = model.get_submodule(name)
+    clean_logits = model(images)
+    clean = int((clean_logits.argmax(1) == labels).sum())
+    drops, rises = [], []
+    for neuron in neurons:
+
+        def flip(module, inputs, output, neuron=neuron):
+            output = output.clone()
+            output[:, neuron] = -output[:, neuron]
+            return output
+
+        handle = block.register_forward_hook(flip)
+        logits = model(images)
+        handle.remove()
+        drops.append((clean - int((logits.argmax(1) == labels).sum())) / len(labels))
+        rises.append(float(F.cross_entropy(logits, labels) - F.cross_entropy(clean_logits, labels)))
+    return drops, rises
+
+
+@torch.no_grad()
+def test_flip_importance_of_conv_channels_equals_brute_force_flips():
+    torch.manual_seed(2)
+    model = randomized(
+        build_model("vgg3", in_channels=1, image_size=8, num_classes=3, channels=5, hidden=12)
+    )
+    images, labels = data(size=8)
+    result = neuron_importance(model, images, labels, "flip", flip_batch=40, batch_size=20)
+    assert list(result) == ["layers.1", "layers.2", "layers.4"]
+    for name, layer in result.items():
+        drops, rises = brute_force_importance(model, images, labels, name, layer.neurons.tolist())
+        assert layer.importance.tolist() == pytest.approx(drops, abs=1e-12)
+        assert layer.loss_increase.tolist() == pytest.approx(rises, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "architecture, size, options",
+    [
+        ("bnn-mlp", 4, {"hidden": [10, 8, 6]}),  # incremental and two-valued linear paths
+        ("vgg3", 8, {"channels": 5, "hidden": 12}),  # conv → pooled conv → flatten → linear
+        ("vgg7", 8, {"width": 2, "hidden": 6}),  # conv → conv without pooling
+    ],
+)
+@torch.no_grad()
+def test_every_flip_path_gives_the_logits_of_recomputing(architecture, size, options):
+    """Each fast path of bitrobust.bnn.flips equals running flipped copies, to the bit."""
+    torch.manual_seed(3)
+    model = randomized(
+        build_model(architecture, in_channels=1, image_size=size, num_classes=3, **options)
+    )
+    x = data(size=size)[0]
+    outputs = {}
+    for index, stage in enumerate(model.layers):
+        x = outputs[index] = stage(x)
+    for index, block in model.blocks():
+        group = torch.tensor([0, block.neurons - 1, 1])
+        fast = flips.flipped_logits_function(model, index)(outputs[index])(group)
+        slow = flips._recomputed_logits(model.layers[index + 1 :], outputs[index], group)
+        assert torch.equal(fast, slow), index
 
 
 def test_gradient_importance_is_first_order_and_non_negative():

@@ -9,9 +9,10 @@ proportion, and rank correlation. One definition of each, used by every study an
   nested in groups (fault patterns within training seeds).
 - :func:`proportion_interval`: Wilson or exact Clopper–Pearson interval for an error rate
   measured as k wrong out of n examples.
-- :func:`spearman`, :func:`spearman_test`: rank correlation (ties take their average rank) and
-  its permutation p-value. Degenerate input — fewer than 3 pairs, NaN, or a constant side — has
-  no correlation: both return None for it.
+- :func:`spearman`, :func:`spearman_test`, :func:`spearman_bootstrap_interval`: rank correlation
+  (ties take their average rank), its permutation p-value and its percentile bootstrap
+  interval. Degenerate input — fewer than 3 pairs, NaN, or a constant side — has no
+  correlation: all three return None for it.
 
 The distribution functions (regularized incomplete beta by the continued fraction of Numerical
 Recipes §6.4, its inverse by bisection, the normal and Student-t quantiles) are written here so
@@ -255,6 +256,62 @@ def spearman_test(
     return rho, (hits + 1) / (permutations + 1)
 
 
+def spearman_bootstrap_interval(
+    x: Sequence[float],
+    y: Sequence[float],
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of Spearman's ρ of paired values.
+
+    Each resample draws n pairs with replacement (numpy generator seeded by ``seed``: the same
+    pairs in the same order give the same interval) and takes their ρ (ties: average ranks).
+    Resamples with a constant side have no ρ and are dropped; None when the observed ρ is
+    undefined (:func:`spearman`) or when more than half of the resamples are. The pairs are
+    taken as independent: for pairs that share a cluster (training seeds of one recipe) the
+    interval leans narrow.
+    """
+    _check_confidence(confidence)
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if spearman(x, y) is None:
+        return None
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(a)
+    rng = np.random.default_rng(seed)
+    rhos = np.empty(resamples)
+    chunk = max(1, 4_000_000 // (n * n))  # bound the (rows, n, n) comparison arrays
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        picks = rng.integers(0, n, size=(rows, n))
+        rhos[start : start + rows] = _row_spearman(a[picks], b[picks])
+    valid = rhos[~np.isnan(rhos)]
+    if 2 * len(valid) < resamples:
+        return None
+    tail = (1 - confidence) / 2
+    low, high = (float(v) for v in np.quantile(valid, [tail, 1 - tail]))
+    return max(-1.0, low), min(1.0, high)
+
+
+def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each row pair of two (rows, n) arrays; NaN where a side is constant."""
+    ra, rb = _row_ranks(a), _row_ranks(b)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    scale = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (ra * rb).sum(axis=1) / scale
+    return np.where(scale > 0, np.clip(rho, -1.0, 1.0), np.nan)
+
+
+def _row_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n−1 within each row, ties replaced by the mean of their ranks."""
+    below = (values[:, None, :] < values[:, :, None]).sum(axis=2)
+    equal = (values[:, None, :] == values[:, :, None]).sum(axis=2)
+    return below + (equal - 1) / 2
+
+
 def _centered_ranks(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | None:
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
@@ -390,6 +447,7 @@ __all__ = [
     "normal_quantile",
     "proportion_interval",
     "spearman",
+    "spearman_bootstrap_interval",
     "spearman_test",
     "summarize",
     "t_quantile",

@@ -7,6 +7,8 @@
   hinge loss (``--loss hinge``), used by :func:`bitrobust.train.train`.
 - :mod:`bitrobust.bnn.folding`: batch norm + sign folded into per-neuron thresholds.
 - :mod:`bitrobust.bnn.metrics`: neuron margins, neuron importance, rank correlations.
+- :mod:`bitrobust.bnn.flips`: logits with one neuron's output flipped, computed incrementally
+  (what flip importance evaluates).
 """
 
 from bitrobust.bnn.folding import FoldedBlock, Thresholds, fold_batch_norm, fold_network

@@ -14,8 +14,10 @@ block); the output layer has no threshold and is not included.
 - Inter-neuron metric (INM), :func:`neuron_importance`: the importance of a neuron is the drop
   in accuracy (and the rise in loss) when its output is flipped for every example ("flip"), or
   the first-order estimate E_x |∂L/∂o · o| ("gradient"); the INM of a layer is the variance of
-  its neurons' importances. Flips of a chunk of neurons run as one batch from the block's output
-  onward; ``max_neurons`` evaluates a random subsample of a large layer.
+  its neurons' importances. A chunk of neurons is flipped as one batch, its logits computed
+  incrementally from the clean pass (:mod:`bitrobust.bnn.flips`: the same values as running the
+  flipped copies, a fraction of the cost); ``max_neurons`` evaluates a random subsample of a
+  large layer.
 - :func:`correlations`: rank correlation (:func:`bitrobust.stats.spearman`) of each metric with
   the accuracy under bit errors across a set of models.
 """
@@ -29,8 +31,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bitrobust.bnn.flips import flipped_logits_function
 from bitrobust.bnn.folding import fold_batch_norm
-from bitrobust.bnn.layers import BinarizedBlock, BinarizedConv2d, check_binarized_network
+from bitrobust.bnn.layers import (
+    BinarizedBlock,
+    BinarizedConv2d,
+    check_binarized_network,
+)
 from bitrobust.errors import BitrobustError
 from bitrobust.evaluate import accuracy as shared_accuracy
 from bitrobust.names import IMPORTANCE_METHODS
@@ -185,14 +192,8 @@ def neuron_importance(
 def _flip_importance(network, images, labels, max_neurons, seed, batch_size, flip_batch):
     device = _device(network)
     blocks = dict(network.blocks())
-    generator = torch.Generator().manual_seed(seed)
-    chosen = {}
-    for index, block in blocks.items():
-        count = block.neurons
-        if max_neurons is not None and count > max_neurons:
-            chosen[index] = torch.randperm(count, generator=generator)[:max_neurons].sort().values
-        else:
-            chosen[index] = torch.arange(count)
+    chosen = _chosen_neurons(blocks, max_neurons, seed)
+    flippers = {index: flipped_logits_function(network, index) for index in blocks}
     correct = {index: torch.zeros(len(chosen[index]), dtype=torch.float64) for index in blocks}
     losses = {index: torch.zeros(len(chosen[index]), dtype=torch.float64) for index in blocks}
     clean_correct = clean_loss = 0.0
@@ -207,15 +208,12 @@ def _flip_importance(network, images, labels, max_neurons, seed, batch_size, fli
         clean_correct += float((x.argmax(1) == y).sum())
         clean_loss += float(F.cross_entropy(x, y, reduction="sum"))
         for index, output in outputs.items():
-            rest = network.layers[index + 1 :]
             neurons = chosen[index]
             chunk = max(1, flip_batch // len(y))
+            flipped = flippers[index](output)
             for first in range(0, len(neurons), chunk):
                 group = neurons[first : first + chunk].to(device)
-                copies = output.unsqueeze(0).repeat((len(group),) + (1,) * output.dim())
-                rows = torch.arange(len(group), device=device)
-                copies[rows, :, group] = -copies[rows, :, group]
-                logits = rest(copies.flatten(0, 1)).view(len(group), len(y), -1)
+                logits = flipped(group)
                 hits = (logits.argmax(-1) == y).sum(1).double().cpu()
                 loss = F.cross_entropy(
                     logits.flatten(0, 1), y.repeat(len(group)), reduction="none"
@@ -233,6 +231,21 @@ def _flip_importance(network, images, labels, max_neurons, seed, batch_size, fli
         )
         for index in blocks
     }
+
+
+def _chosen_neurons(
+    blocks: Mapping[int, BinarizedBlock], max_neurons: int | None, seed: int
+) -> dict[int, torch.Tensor]:
+    """The neurons evaluated per block: all, or a seeded random ``max_neurons`` (sorted)."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = {}
+    for index, block in blocks.items():
+        count = block.neurons
+        if max_neurons is not None and count > max_neurons:
+            chosen[index] = torch.randperm(count, generator=generator)[:max_neurons].sort().values
+        else:
+            chosen[index] = torch.arange(count)
+    return chosen
 
 
 def _gradient_importance(network, images, labels, batch_size):
