@@ -18,7 +18,7 @@ from bitrobust.errors import BitrobustError
 
 COMMITTED_SAMPLER = 1
 """The random bit error sampler of committed results made before the studies moved to sampler 2
-(the legacy MNIST figures in docs/results/stutz2021, and bnn2021 while its spec still names it).
+(the legacy MNIST figures in docs/results/stutz2021, and those in docs/results/bnn2021).
 Studies re-run since then use the O(flips) sampler 2 (:data:`bitrobust.faults.core.SAMPLER_VERSION`,
 the default of the CLI and the library), which draws other patterns from the same seeds with the
 same distribution; their trial records name the sampler."""
@@ -31,9 +31,10 @@ STUDIES: dict[str, str] = {
     "stutz2021-cifar10": "Stutz et al. 2021 on CIFAR-10 at CPU scale: SimpleNet (c = 8, group "
     "norm) at 8 bit, per-layer Normal, RQuant, Clipping and RandBET at w_max 0.1 and 0.05, 3 "
     "training seeds each; RErr vs random bit error rate, and energy on calibrated SRAM chips",
-    "bnn2021": "Buschjäger et al. 2021: binarized MLP on Fashion-MNIST with bit flip training "
-    "(0/5/10/20 %) and the hinge loss; accuracy vs bit error rate, margin and importance "
-    "metrics, and their rank correlation with accuracy under bit errors",
+    "bnn2021": "Buschjäger et al. 2021: binarized MLP and VGG3 on Fashion-MNIST with bit flip "
+    "training (0/5/10/20 %) and the hinge loss, 3 training seeds each; accuracy vs bit error "
+    "rate, margin and importance metrics, and their rank correlation with accuracy under bit "
+    "errors (permutation p-values, bootstrap intervals)",
     "axdnn2023": "Siddique & Hoque 2023: MLP and LeNet-5 on MNIST and Fashion-MNIST, 3 training "
     "seeds, retrained for each EvoApprox multiplier (signed and unsigned families, exact and 3 "
     "approximate each) on a 16x16 TPU-like and a 256-unit GPU-like array; accuracy vs multiplier "
