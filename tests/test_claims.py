@@ -284,3 +284,32 @@ def test_axdnn_fault_loss_orthogonality_uses_the_recorded_powers():
     claim = axdnn_claims(Results({"axdnn2023": rows}, {"axdnn2023": document}))[-1]
     assert "ρ(power, fault-induced loss) = -1.00" in claim.ours
     assert claim.verdict == "not reproduced"  # loss falls as power rises: not orthogonal
+
+
+def test_bnn_correlations_run_per_architecture_and_count_seeds():
+    from bitrobust.experiments.claims import bnn_claims
+
+    records = []
+    for arch in ("mlp", "vgg3"):
+        for variant, (margin, accuracy) in enumerate(((1, 0.5), (2, 0.6), (3, 0.7), (4, 0.8))):
+            for seed in range(3):
+                records.append(
+                    {
+                        "name": f"fashion-mnist-bnn-{arch}-v{variant}",
+                        "architecture": arch,
+                        "training_seed": seed,
+                        "metrics": {
+                            "examples": 10000,
+                            "layers": [{"margin_normalized_mean": margin + 0.1 * seed}],
+                        },
+                        "sweep": [
+                            {"bit_error_rate": rate, "accuracy_mean": accuracy + 0.01 * seed}
+                            for rate in (0.1, 0.2)
+                        ],
+                    }
+                )
+    claim = bnn_claims(Results({}, {"bnn2021": {"records": records}}))[0]
+    assert "mlp, BER 10 %: ρ = +" in claim.ours and "vgg3, BER 20 %" in claim.ours
+    assert "all, BER 10 %" in claim.ours and "3 seed(s) each" in claim.ours
+    assert claim.verdict == "reproduced"
+    assert "mlp: 1/10000" in claim.evidence
