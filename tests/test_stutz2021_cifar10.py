@@ -13,6 +13,6 @@ def test_the_cifar10_spec_is_its_generator(quick):
     name = "stutz2021-cifar10" + ("-quick" if quick else "")
     assert (SPECS / f"{name}.toml").read_text() == spec_text(quick)
     spec, _ = packaged_spec(name)
-    assert len(spec.models) == 6 and all(
+    assert len(spec.models) == 7 and all(
         len(m.training_seeds) == (2 if quick else 3) for m in spec.models
     )

@@ -282,6 +282,22 @@ def test_spec_keys_reach_the_training_config():
     *_, smoothed = worker.build_recipe(recipes["smoothed"])
     assert (fixed.fixed_pattern_seed, fixed.label_smoothing) == (7, 0.0)
     assert (smoothed.fixed_pattern_seed, smoothed.label_smoothing) == (None, 0.1)
+    assert fixed.curriculum_threshold == 1.75 and "curriculum_threshold" not in recipes["fixed"]
+
+
+def test_a_curriculum_threshold_reaches_randbet_and_is_another_model():
+    text = SPEC.replace("fixed_pattern_seed = 7", "curriculum_threshold = 2.0") + "rates = [0.05]\n"
+    jobs = planning.training_jobs(parse_spec(text), "checkpoints")
+    recipe = next(job.recipe for job in jobs if job.model == "fixed")
+    assert recipe["curriculum_threshold"] == 2.0
+    *_, config = worker.build_recipe(recipe)
+    assert config.curriculum_threshold == 2.0
+    plain = next(
+        j
+        for j in planning.training_jobs(parse_spec(SPEC + "rates = [0.05]\n"), "c")
+        if j.model == "fixed"
+    )
+    assert next(j for j in jobs if j.model == "fixed").fingerprint != plain.fingerprint
 
 
 @pytest.mark.parametrize(
@@ -294,6 +310,14 @@ def test_spec_keys_reach_the_training_config():
         (("fixed_pattern_seed = 7", "fixed_pattern_seed = 1.5"), "models[0].fixed_pattern_seed"),
         (('method = "randbet"', 'method = "clipping"'), "fixed_pattern_seed needs method"),
         (("label_smoothing = 0.1", 'label_smoothing = 0.1\nloss = "hinge"'), "not hinge"),
+        (
+            ("label_smoothing = 0.1", "label_smoothing = 0.1\ncurriculum_threshold = 2.0"),
+            "curriculum_threshold needs method",
+        ),
+        (
+            ("fixed_pattern_seed = 7", "fixed_pattern_seed = 7\ncurriculum_threshold = 0"),
+            "models[0].curriculum_threshold",
+        ),
         (('type = "random_bit_errors"', 'type = "random_bit_errors"\nseed = -1'), "faults[0].seed"),
     ],
 )

@@ -139,7 +139,11 @@ def accelerator_label(accelerator: dict[str, Any]) -> str:
 # -- training jobs ---------------------------------------------------------------------------
 
 
-OPTIONAL_RECIPE_KEYS: tuple[str, ...] = ("label_smoothing", "fixed_pattern_seed")
+OPTIONAL_RECIPE_KEYS: tuple[str, ...] = (
+    "label_smoothing",
+    "fixed_pattern_seed",
+    "curriculum_threshold",
+)
 """Recipe keys added after checkpoints were fingerprinted: left out of a recipe that does not
 set them, so that its fingerprint (checkpoint name, trial ids) does not change."""
 

@@ -108,6 +108,8 @@ class ModelSpec(_Strict):
     bit_error_rate: Rate | None = None
     label_smoothing: float | None = Field(default=None, ge=0, lt=1)  # cross_entropy only
     fixed_pattern_seed: int | None = Field(default=None, ge=0)  # randbet: one fixed pattern
+    # randbet: the loss threshold τ of the curriculum (default 1.75, the paper's)
+    curriculum_threshold: float | None = Field(default=None, gt=0)
     training_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
 
     _known_dataset = field_validator("dataset")(lambda cls, v: None if v is None else _dataset(v))
@@ -144,8 +146,9 @@ class ModelSpec(_Strict):
         """The ablation options apply to one loss and one method only."""
         if self.label_smoothing and self.loss == "hinge":
             raise ValueError("label_smoothing applies to the cross_entropy loss, not hinge")
-        if self.fixed_pattern_seed is not None and self.method != "randbet":
-            raise ValueError(f"fixed_pattern_seed needs method 'randbet', not {self.method!r}")
+        for key in ("fixed_pattern_seed", "curriculum_threshold"):
+            if getattr(self, key) is not None and self.method != "randbet":
+                raise ValueError(f"{key} needs method 'randbet', not {self.method!r}")
 
     @property
     def trained(self) -> bool:

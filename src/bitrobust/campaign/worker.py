@@ -72,6 +72,7 @@ def build_recipe(recipe: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         bit_error_rate=recipe["bit_error_rate"],
         label_smoothing=recipe.get("label_smoothing"),
         fixed_pattern_seed=recipe.get("fixed_pattern_seed"),
+        curriculum_threshold=recipe.get("curriculum_threshold"),
         seed=recipe["training_seed"],
         progress=False,
     )
