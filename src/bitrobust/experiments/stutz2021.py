@@ -367,7 +367,14 @@ def _fault_lines(s: StudySettings) -> list[str]:
             "sampler = 2",
             *_toml_list("models", compared),
         ]
-    for chip in range(s.chips):
+    return lines + sram_chip_entries(s.chips, s.voltages)
+
+
+def sram_chip_entries(chips: int, voltages: Sequence[float]) -> list[str]:
+    """Spec lines of synthetic SRAM chips 0..chips-1 calibrated to the paper's p(V) (the rate
+    of flipped bits), at ``voltages``, with one placement of the weights per chip."""
+    lines = []
+    for chip in range(chips):
         lines += [
             "",
             "[[faults]]",
@@ -376,7 +383,7 @@ def _fault_lines(s: StudySettings) -> list[str]:
             'type = "sram"',
             f"synthetic_chip = {chip}",
             'calibration = "bit_error_rate"',
-            f"voltages = {list(s.voltages)}",
+            f"voltages = {list(voltages)}",
             "patterns = 1  # one placement of the weights per chip",
         ]
     return lines

@@ -97,18 +97,7 @@ def spec_text(quick: bool) -> str:
         f"rates = {rates}",
     ]
     voltages = [0.8, 0.9, 1.0] if quick else list(VOLTAGES)
-    for chip in range(1 if quick else 2):
-        lines += [
-            "",
-            "[[faults]]",
-            f'name = "sram-chip{chip}"',
-            f'label = "synthetic SRAM chip {chip}"',
-            'type = "sram"',
-            f"synthetic_chip = {chip}",
-            'calibration = "bit_error_rate"',
-            f"voltages = {voltages}",
-            "patterns = 1  # one placement of the weights per chip",
-        ]
+    lines += stutz2021.sram_chip_entries(1 if quick else 2, voltages)
     return "\n".join(lines) + "\n"
 
 
