@@ -49,9 +49,9 @@ def _rows(model: str, seeds_means: dict[int, float], rate: float = 0.01, pattern
     return rows
 
 
-def test_difference_over_seed_means_is_welch():
+def test_difference_of_unpaired_seeds_is_welch_over_seed_means():
     a = _rows("a", {0: 0.30, 1: 0.32, 2: 0.34})
-    b = _rows("b", {0: 0.10, 1: 0.11, 2: 0.12})
+    b = _rows("b", {3: 0.10, 4: 0.11, 5: 0.12})
     estimate = difference(a, b, "rerr")
     assert estimate.seeds == 3 and estimate.patterns == 4
     assert estimate.mean == pytest.approx(0.21)
@@ -63,6 +63,19 @@ def test_difference_over_seed_means_is_welch():
     half = t_quantile(0.975, df) * se
     assert estimate.low == pytest.approx(0.21 - half)
     assert estimate.high == pytest.approx(0.21 + half)
+
+
+def test_difference_of_the_same_seeds_is_paired():
+    """Seed k of every recipe starts from the same weights and data order: pair them."""
+    a = _rows("a", {0: 0.30, 1: 0.40, 2: 0.50})
+    b = _rows("b", {0: 0.29, 1: 0.38, 2: 0.50})  # seeds move both; the gap is 0.01 ± 0.01
+    estimate = difference(a, b, "rerr")
+    from bitrobust.stats import t_quantile
+
+    half = t_quantile(0.975, 2) * 0.01 / math.sqrt(3)
+    assert estimate.mean == pytest.approx(0.01)
+    assert (estimate.low, estimate.high) == pytest.approx((0.01 - half, 0.01 + half))
+    assert directional(estimate) == "partly"  # Welch would be far wider still
 
 
 def test_one_training_seed_falls_back_to_patterns():
@@ -313,3 +326,18 @@ def test_bnn_correlations_run_per_architecture_and_count_seeds():
     assert "all, BER 10 %" in claim.ours and "3 seed(s) each" in claim.ours
     assert claim.verdict == "reproduced"
     assert "mlp: 1/10000" in claim.evidence
+
+
+@pytest.mark.parametrize(
+    ("estimate", "verdict"),
+    [
+        (Estimate(0.005, -0.002, 0.012, 3, 1), "reproduced"),
+        (Estimate(0.005, -0.05, 0.06, 3, 1), "partly"),  # the cost may be large
+        (Estimate(0.005, -0.002, 0.012, 1, 25), "partly"),
+        (Estimate(0.03, 0.02, 0.04, 3, 1), "not reproduced"),
+    ],
+)
+def test_a_small_cost_needs_its_whole_interval_below_the_bound(estimate, verdict):
+    from bitrobust.experiments.claims import SMALL_ERR_COST, _small_cost_verdict
+
+    assert _small_cost_verdict(estimate, SMALL_ERR_COST) == verdict

@@ -184,13 +184,18 @@ def mean_estimate(rows: Sequence[Row], metric: str) -> Estimate | None:
 
 
 def difference(rows_a: Sequence[Row], rows_b: Sequence[Row], metric: str) -> Estimate | None:
-    """mean(a) − mean(b) with Welch's interval: over per-seed means when both sides have
-    several training seeds, else over fault patterns."""
+    """mean(a) − mean(b) with its interval. Both sides trained with the same several seeds:
+    paired by training seed (a seed fixes the initial weights and the order of the training
+    data for every recipe), t over the per-seed differences of pattern means. Otherwise
+    Welch's interval over per-seed means, or over fault patterns with one seed."""
     a, b = seed_values(rows_a, metric), seed_values(rows_b, metric)
     if not a or not b:
         return None
     seeds = min(len(a), len(b))
     patterns = min(len(v) for v in [*a.values(), *b.values()])
+    if seeds >= 2 and set(a) == set(b):
+        paired = [statistics.fmean(a[seed]) - statistics.fmean(b[seed]) for seed in a]
+        return Estimate(*_t_interval(paired), seeds, patterns)
     if seeds >= 2:
         xa = [statistics.fmean(v) for v in a.values()]
         xb = [statistics.fmean(v) for v in b.values()]
@@ -502,6 +507,20 @@ def _clean_err_rows(rows: Sequence[Row], dataset: str, bits: int, variant: str) 
     return list(first.values())
 
 
+SMALL_ERR_COST = 0.015
+"""The most clean Err (1.5 points) that counts as the small cost of RandBET the paper reports
+(+0.5 to +1 point)."""
+
+
+def _small_cost_verdict(estimate: Estimate, bound: float) -> str:
+    """Reproduced when the whole interval lies below ``bound`` (≥ :data:`MIN_SEEDS` seeds);
+    partly when only the mean does; not reproduced when the mean exceeds it."""
+    if estimate.mean > bound:
+        return "not reproduced"
+    certain = estimate.high is not None and estimate.high <= bound
+    return "reproduced" if certain and estimate.seeds >= MIN_SEEDS else "partly"
+
+
 def _randbet_clean_cost(results: Results) -> Claim:
     rows = _stutz_rows(results)
     ours, verdicts = [], []
@@ -513,13 +532,7 @@ def _randbet_clean_cost(results: Results) -> Claim:
         )
         if estimate is None:
             continue
-        # the claim: a small cost, at most about one point (0 to +1 in the paper)
-        within = estimate.mean <= 0.015
-        verdicts.append(
-            ("reproduced" if estimate.seeds >= MIN_SEEDS else "partly")
-            if within
-            else "not reproduced"
-        )
+        verdicts.append(_small_cost_verdict(estimate, SMALL_ERR_COST))
         ours.append(
             f"{dataset}: Err(RandBET 0.1) − Err(Clipping 0.1) = {estimate.text(unit=' points')}"
         )
@@ -529,7 +542,8 @@ def _randbet_clean_cost(results: Results) -> Claim:
         combine(verdicts),
         "; ".join(ours) or "—",
         "CIFAR-10: Err 4.4–5.33 % (RandBET) vs 4.32–4.67 % (RQuant / Clipping)",
-        "clean Err per training seed; verdict: reproduced when the mean cost is ≤ 1.5 points"
+        "clean Err per training seed; reproduced when the interval of the cost lies below 1.5 "
+        "points, partly when only its mean does"
         if ours
         else "no rows of RandBET 0.1 and Clipping 0.1",
     )
