@@ -54,8 +54,9 @@ from bitrobust.checkpoint import load_checkpoint
 from bitrobust.data import evoapprox_dir, load_dataset, subset
 from bitrobust.errors import BitrobustError
 from bitrobust.evaluate import accuracy
-from bitrobust.experiments.campaigns import SPECS, run_study_spec
+from bitrobust.experiments.campaigns import SPECS, provenance_line, run_study_spec
 from bitrobust.hw import load_multiplier
+from bitrobust.provenance import provenance
 from bitrobust.stats import hierarchical_bootstrap_interval, spearman_test, summarize
 
 #: Fault-free multiplier sweep, by published power (PDK45, mW) from high to low.
@@ -1254,6 +1255,7 @@ def reproduce(
         "spec": text,
         "records": records,
         "findings": lines_found,
+        "provenance": provenance(),
         "seconds": round(elapsed, 1),
         "plots": [p.name for p in figures],
         "report": str(out / "axdnn2023.md"),
@@ -1291,6 +1293,8 @@ def _report(
         f"the trials took {compute / 60:.1f} min of worker time on {platform.machine()} with "
         f"{torch.get_num_threads()} thread(s) per worker; this run {elapsed / 60:.1f} min, "
         "reusing the trained models and finished trials its campaign store already held).",
+        "",
+        provenance_line(summary["provenance"]),
         "",
         f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
         "of `campaign.db` (`bitrobust campaign report` renders it).",

@@ -50,7 +50,14 @@ from bitrobust.campaign.spec import CampaignSpec, ModelSpec
 from bitrobust.checkpoint import load_checkpoint
 from bitrobust.data import load_dataset, subset
 from bitrobust.errors import BitrobustError
-from bitrobust.experiments.campaigns import SPECS, STORE_NAME, packaged_spec, run_study_spec
+from bitrobust.experiments.campaigns import (
+    SPECS,
+    STORE_NAME,
+    packaged_spec,
+    provenance_line,
+    run_study_spec,
+)
+from bitrobust.provenance import provenance
 from bitrobust.report import markdown_table, plot_bnn_metrics, plot_grid
 
 FAULT = "bit-errors"
@@ -398,6 +405,7 @@ def reproduce(
         "records": records,
         "correlations": correlation_rows,
         "findings": findings,
+        "provenance": provenance(),
         "seconds": round(time.time() - started, 1),
         "compute_seconds": round(sum(r["wall_s"] for r in rows), 1),
         "plots": [plot.name for plot in plots],
@@ -858,6 +866,8 @@ def report_text(
         f"{platform.machine()} with 1 thread per worker ({torch.get_num_threads()} in this "
         f"process); this run {summary['seconds'] / 60:.1f} min, reusing the trained models, "
         "finished trials and computed metrics of its output folder).",
+        "",
+        provenance_line(summary["provenance"]),
         "",
         f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
         f"of `{Path(summary['store']).name}` (`bitrobust campaign report` renders it). The "

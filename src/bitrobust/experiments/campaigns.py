@@ -72,6 +72,15 @@ def run_study_spec(
         return [record.flat() for record in opened.records(planned_only=True)]
 
 
+def provenance_line(provenance: dict[str, str]) -> str:
+    """The Markdown line that says which code made a study's results."""
+    return (
+        f"Code: bitrobust {provenance['bitrobust']}, code fingerprint `{provenance['code']}` "
+        "(`bitrobust.provenance.code_fingerprint()` of the package sources); every trial row "
+        "also records the package and torch version it ran with."
+    )
+
+
 def export_trials(store: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     """Write the store's planned trials to ``path`` as gzipped CSV, sorted by trial id; the
     gzip header carries no time stamp, so equal trials give equal bytes."""

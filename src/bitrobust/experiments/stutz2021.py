@@ -32,10 +32,11 @@ import torch
 
 from bitrobust.campaign.spec import CampaignSpec, RandomBitErrorsSpec, SRAMSpec, parse_spec
 from bitrobust.energy import EnergyModel, chip_rates, find_operating_point
-from bitrobust.experiments.campaigns import packaged_spec, run_study_spec
+from bitrobust.experiments.campaigns import packaged_spec, provenance_line, run_study_spec
 from bitrobust.experiments.robustness import model_records, plot_study, results_table
 from bitrobust.experiments.sram_energy import energy_savings, savings_table, voltage_table
 from bitrobust.faults import make_chip
+from bitrobust.provenance import provenance
 from bitrobust.report import markdown_table
 
 STUDY = "stutz2021"
@@ -768,6 +769,7 @@ def reproduce(
         "findings": checks + training_pattern_findings(on_pattern) + energy_lines,
         "training_pattern": on_pattern,
         "sram": {"chips": chips, "results": energy},
+        "provenance": provenance(),
         "seconds": round(elapsed, 1),
         "plot": plot.name,
         "report": str(out / f"{name}.md"),
@@ -783,6 +785,8 @@ def reproduce(
         f"the trials took {compute / 60:.1f} min of worker time on {platform.machine()} with "
         f"{torch.get_num_threads()} thread(s) per worker; this run {elapsed / 60:.1f} min, "
         "reusing the trained models and finished trials its campaign store already held).",
+        "",
+        provenance_line(summary["provenance"]),
         "",
         f"Campaign spec: `bitrobust/experiments/specs/{spec.name}.toml`; every trial is a row "
         f"of `{Path(summary['store']).name}` (`bitrobust campaign report` renders it).",
