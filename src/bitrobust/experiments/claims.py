@@ -340,7 +340,7 @@ def _stutz_pairwise(
 
 
 _STUTZ_EVIDENCE = (
-    "random bit errors, RErr per model; interval over training seeds "
+    "random bit errors, RErr per model; 95 % t interval over training seeds, paired by seed "
     "(docs/results/stutz2021*/trials.csv.gz)"
 )
 
