@@ -18,7 +18,7 @@ from bitrobust.errors import BitrobustError
 
 COMMITTED_SAMPLER = 1
 """The random bit error sampler of committed results made before the studies moved to sampler 2
-(the legacy MNIST figures in docs/results/stutz2021, and those in docs/results/bnn2021).
+(those in docs/results/bnn2021, from its earlier spec).
 Studies re-run since then use the O(flips) sampler 2 (:data:`bitrobust.faults.core.SAMPLER_VERSION`,
 the default of the CLI and the library), which draws other patterns from the same seeds with the
 same distribution; their trial records name the sampler."""
