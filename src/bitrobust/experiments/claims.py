@@ -156,18 +156,10 @@ def seed_values(rows: Iterable[Row], metric: str) -> dict[Any, list[float]]:
     }
 
 
-def _t_interval(
-    samples: Sequence[float], confidence: float = CONFIDENCE
-) -> tuple[float, float | None, float | None]:
-    mean = statistics.fmean(samples)
-    if len(samples) < 2:
-        return mean, None, None
-    half = (
-        stats.t_quantile(0.5 + confidence / 2, len(samples) - 1)
-        * statistics.stdev(samples)
-        / math.sqrt(len(samples))
-    )
-    return mean, mean - half, mean + half
+def _t_interval(samples: Sequence[float]) -> tuple[float, float | None, float | None]:
+    """Mean and t interval of ``samples`` (:func:`bitrobust.stats.summarize`)."""
+    summary = stats.summarize(samples, CONFIDENCE, method="t")
+    return summary.mean, summary.ci_low, summary.ci_high
 
 
 def mean_estimate(rows: Sequence[Row], metric: str) -> Estimate | None:
@@ -175,12 +167,21 @@ def mean_estimate(rows: Sequence[Row], metric: str) -> Estimate | None:
     per_seed = seed_values(rows, metric)
     if not per_seed:
         return None
-    patterns = min(len(v) for v in per_seed.values())
+    return _seed_mean_estimate(per_seed, min(len(v) for v in per_seed.values()), "patterns")
+
+
+def _seed_mean_estimate(
+    per_seed: Mapping[Any, Sequence[float]], patterns: int, per: str = "values"
+) -> Estimate | None:
+    """Mean over training seeds of per-seed means, t interval over seeds (over the values
+    themselves when there is one seed); ``patterns`` values per seed, counted as ``per``."""
+    if not per_seed:
+        return None
     if len(per_seed) >= 2:
         mean, low, high = _t_interval([statistics.fmean(v) for v in per_seed.values()])
     else:
         mean, low, high = _t_interval(next(iter(per_seed.values())))
-    return Estimate(mean, low, high, len(per_seed), patterns)
+    return Estimate(mean, low, high, len(per_seed), patterns, per)
 
 
 def difference(rows_a: Sequence[Row], rows_b: Sequence[Row], metric: str) -> Estimate | None:
@@ -665,18 +666,6 @@ def _fault_loss_rows(rows: Sequence[Row]) -> list[Row]:
         and r.get("mitigation") is None
         and r.get("accuracy_loss") is not None
     ]
-
-
-def _seed_mean_estimate(per_seed: Mapping[Any, Sequence[float]], patterns: int) -> Estimate | None:
-    """Mean over training seeds of per-seed means, t interval over seeds (over the values
-    themselves when there is one seed)."""
-    if not per_seed:
-        return None
-    if len(per_seed) >= 2:
-        mean, low, high = _t_interval([statistics.fmean(v) for v in per_seed.values()])
-    else:
-        mean, low, high = _t_interval(next(iter(per_seed.values())))
-    return Estimate(mean, low, high, len(per_seed), patterns, "values")
 
 
 def _paired_gaps(rows: Sequence[Row]) -> list[tuple[tuple, Any, float]]:
