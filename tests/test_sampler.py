@@ -57,6 +57,39 @@ def test_sampler_1_patterns_are_pinned(bits, p01, p10, seed, flips, digest):
     assert (pattern.num_flips(), _digest(pattern)) == (flips, digest)
 
 
+# (bits, shape, p01, p10, seed, flips, sha256 prefix of the masks), recorded from sampler 2 as
+# committed results used it (version 0.3.0): faster implementations must keep every pattern.
+PINNED_SAMPLER_2 = [
+    (8, (64, 33), 0.01, 0.01, 0, 176, "2d3dae5c684df9d2"),
+    (8, (64, 33), 0.01, 0.01, 7, 173, "4bb6aeb78a4aee04"),
+    (8, (64, 33), 0.1, 0.1, 0, 1760, "58374aa31274a519"),
+    (8, (64, 33), 0.02, 0.2, 7, 1957, "a88d5a1ffdabae39"),
+    (8, (64, 33), 0.0001, 0.0001, 7, 4, "f577ccb3b7d9e174"),
+    (4, (64, 33), 0.01, 0.01, 0, 80, "a9afd6b75a8b7357"),
+    (4, (64, 33), 0.1, 0.1, 7, 846, "2e1abc9cd6c24f14"),
+    (4, (64, 33), 0.02, 0.2, 0, 954, "a6a73918416742d8"),
+    (8, (512, 300), 0.01, 0.01, 0, 12346, "368e6293368086c9"),
+    (8, (512, 300), 0.1, 0.1, 7, 123376, "6203f7d86d7d7c22"),
+    (8, (512, 300), 0.02, 0.2, 0, 135849, "8783bfb62f01f809"),
+    (8, (512, 300), 0.0001, 0.0001, 7, 119, "0dc1ce4effb77c49"),
+]
+
+
+@pytest.mark.parametrize(
+    ("bits", "shape", "p01", "p10", "seed", "flips", "digest"), PINNED_SAMPLER_2
+)
+def test_sampler_2_patterns_are_pinned(bits, shape, p01, p10, seed, flips, digest):
+    model = RandomBitErrors(zero_to_one=p01, one_to_zero=p10)
+    pattern = model.sample(_qmodel(bits, shape), seed)
+    assert (pattern.num_flips(), _digest(pattern)) == (flips, digest)
+
+
+def test_sampler_2_restricted_pattern_is_pinned():
+    model = RandomBitErrors(0.05, layers=["layer.weight"], bits=[-1, 0])
+    pattern = model.sample(_qmodel(8, (512, 300)), 3)
+    assert (pattern.num_flips(), _digest(pattern)) == (15183, "ea2142a31248c0b3")
+
+
 def test_sampler_2_is_the_default_and_reproducible():
     qmodel = _qmodel()
     a = RandomBitErrors(0.05).sample(qmodel, 3)

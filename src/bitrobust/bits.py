@@ -217,9 +217,10 @@ def bernoulli_positions(count: int, probability: float, generator: torch.Generat
     pieces, end = [], -1
     while True:
         uniforms = torch.rand(chunk, generator=generator, dtype=torch.float64)
-        gaps = torch.floor(torch.log1p(-uniforms) / log_miss).clamp(max=count).to(torch.int64)
-        gaps += 1
-        positions = end + torch.cumsum(gaps, 0)
+        # gap - 1 = floor(log(1 - u) / log(1 - p)) >= 0; truncation is floor for values >= 0,
+        # and the clamp keeps int64 safe for tiny p. In place: one buffer, few passes.
+        gaps = uniforms.neg_().log1p_().div_(log_miss).clamp_(max=count).to(torch.int64)
+        positions = gaps.add_(1).cumsum_(0).add_(end)
         inside = positions[: int(torch.searchsorted(positions, count))]  # sorted: a slice
         pieces.append(inside)
         if len(inside) < chunk:
@@ -248,26 +249,35 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
     generator.manual_seed(int(seed))
     levels = ladder_levels(num_bits)
     positions, draws = [], []
-    seen = None  # bit-packed set of the positions drawn so far
+    seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)  # bit set of the drawn positions
     for level in range(1, _levels_for(max_rate, levels) + 1):
         low, high = _level_bounds(level, levels)
         chosen = bernoulli_positions(num_bits, (high - low) / (1 - low), generator)
-        offsets = torch.rand(len(chosen), generator=generator, dtype=torch.float64)
-        byte, bit = chosen >> 3, (chosen & 7).to(torch.uint8)
-        draw = low + (high - low) * offsets
-        ones = torch.ones_like(bit) << bit
-        if seen is None:
-            seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)
-        else:  # a bit drawn at a lower level keeps that draw: mark the repeat as never flipping
-            fresh = (seen[byte] & ones) == 0
-            draw = torch.where(fresh, draw, NEVER)
-            ones = torch.where(fresh, ones, 0)
+        if len(chosen) == 0:  # draws nothing from the generator either
+            continue
+        draw = torch.rand(len(chosen), generator=generator, dtype=torch.float64)
+        draw.mul_(high - low).add_(low)  # = low + (high - low) * offset, bit for bit
+        byte, ones = chosen >> 3, _bit_values(chosen & 7)
+        if positions:  # a bit drawn at a lower level keeps that draw: the repeat never flips
+            repeat = seen.index_select(0, byte).bitwise_and_(ones).bool()
+            draw.masked_fill_(repeat, NEVER)
+            ones.masked_fill_(repeat, 0)
         seen.index_add_(0, byte, ones)  # distinct bits within a level: sum == OR
         positions.append(chosen)
         draws.append(draw)
     if not positions:
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
+    if len(positions) == 1:
+        return positions[0], draws[0]
     return torch.cat(positions), torch.cat(draws)
+
+
+_ONE = torch.ones((), dtype=torch.uint8)
+
+
+def _bit_values(bit: torch.Tensor) -> torch.Tensor:
+    """``1 << bit`` as uint8 for bit indices 0..7 (any integer dtype)."""
+    return torch.bitwise_left_shift(_ONE, bit.to(torch.uint8))
 
 
 def candidate_flips(
@@ -296,12 +306,12 @@ def candidate_flips(
     if p01 == p10:
         keep = draws < p01
     else:
-        stored_codes = codes.reshape(-1)[index.to(codes.device)].cpu()
+        stored_codes = codes.reshape(-1).index_select(0, index.to(codes.device)).cpu()
         stored = (stored_codes.to(torch.int64) >> bit) & 1
         keep = draws < torch.where(stored.bool(), p10, p01)
     if allowed_bits != 0xFF:
         keep &= ((allowed_bits >> bit) & 1).bool()
-    index, bit = index[keep], bit[keep].to(torch.uint8)
+    index, values = index.masked_select(keep), _bit_values(bit.masked_select(keep))
     mask = torch.zeros(codes.numel(), dtype=torch.uint8)
-    mask.index_add_(0, index, torch.ones_like(bit) << bit)  # distinct bits of a code: OR
+    mask.index_add_(0, index, values)  # distinct bits of a code: OR
     return mask.reshape(codes.shape).to(codes.device), index

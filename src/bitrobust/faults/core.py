@@ -80,8 +80,10 @@ class FaultPattern:
             index = self.touched[name].to(qt.codes.device)
             if len(index) == 0:
                 continue
+            codes = qt.codes.reshape(-1).index_select(0, index)
+            codes ^= mask.reshape(-1).index_select(0, index)
             flat = parameters[name].reshape(-1).clone()
-            flat[index] = qt.decode(qt.codes.reshape(-1)[index] ^ mask.reshape(-1)[index])
+            flat.index_copy_(0, index, qt.decode(codes))  # repeated indices: equal values
             parameters[name] = flat.reshape(qt.codes.shape)
         return parameters
 
