@@ -267,12 +267,13 @@ def _kernel_matmul(
         # chains: no shift; skipping needs the skipped MACs to add exactly 0
         constant = force_constant(fault.bit, fault.stuck_at, ACCUMULATOR_BITS, signed=True)
         or_mask, and_mask = (constant, -1) if fault.stuck_at else (0, constant)
-        counts = fault.mask.to(torch.int32).cumsum(0, dtype=torch.int32)
-        counts = F.pad(counts, (0, padded - M, 1, 0)).contiguous()
+        faulty = F.pad(fault.mask.to(torch.int32), (0, padded - M))
+        counts = F.pad(faulty.cumsum(0, dtype=torch.int32), (0, 0, 1, 0)).contiguous()
+        forced = torch.where(faulty.bool(), constant, 0 if fault.stuck_at else -1)
         zero_skip = not bool(skipped.any()) and not use_columns
         out = kernel.lut_gemm_accumulator(
-            act, table, widx, skip, zero_skip, counts, fault.segment or K, or_mask, and_mask,
-            _columns(table, widx) if use_columns else None,
+            act, table, widx, skip, zero_skip, counts, forced.to(torch.int32).contiguous(),
+            fault.segment or K, or_mask, and_mask, _columns(table, widx) if use_columns else None,
         )  # fmt: skip
     else:
         base = skipped.sum(dim=0, dtype=torch.int32)

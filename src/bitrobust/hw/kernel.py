@@ -90,21 +90,43 @@ static inline void force_span(uint32_t *restrict partial, ctab lo, ctab hi, int6
     }
 }
 
+/* Add MAC k's products into partial and force the stuck bit of the columns whose MAC k is
+   faulty, in one pass: forced[m] is or_mask or 0 (stuck at 1), and_mask or ~0 (stuck at 0). */
+static inline void add_force(uint32_t *restrict partial, ctab table, ctab columns, ctab widx,
+                             int64_t k, int a, int64_t M, const uint32_t *restrict forced,
+                             int stuck_one) {
+    ctab src = columns ? columns + ((k << 8) + a) * M : table + ((int64_t)a << 8);
+    ctab wi = widx + k * M;
+    if (columns && stuck_one)
+        for (int64_t m = 0; m < M; ++m) partial[m] = (partial[m] + (uint32_t)src[m]) | forced[m];
+    else if (columns)
+        for (int64_t m = 0; m < M; ++m) partial[m] = (partial[m] + (uint32_t)src[m]) & forced[m];
+    else if (stuck_one)
+        for (int64_t m = 0; m < M; ++m)
+            partial[m] = (partial[m] + (uint32_t)src[wi[m]]) | forced[m];
+    else
+        for (int64_t m = 0; m < M; ++m)
+            partial[m] = (partial[m] + (uint32_t)src[wi[m]]) & forced[m];
+}
+
 /* One chain over [start, end) (partial sums, forced after faulty MACs) added into acc. MACs
-   with act == skip are not visited: their products must be 0 (skip -1 visits all). */
+   with act == skip are not visited: their products must be 0 (skip -1 visits all); a stretch
+   of them is forced once if it holds a faulty MAC. */
 static void chain(uint32_t *restrict acc, uint32_t *restrict partial, const uint8_t *a,
                   int64_t start, int64_t end, int64_t M, ctab table, ctab columns, ctab widx,
-                  int32_t skip, ctab counts, uint32_t or_mask, uint32_t and_mask) {
-    int64_t pending = start;
+                  int32_t skip, ctab counts, const uint32_t *forced, int stuck_one,
+                  uint32_t or_mask, uint32_t and_mask) {
+    int64_t next = start; /* the first MAC whose forcing is not applied yet */
     memset(partial, 0, (size_t)M * sizeof *partial);
     for (int64_t k = start; k < end; ++k) {
         if (a[k] == skip) continue;
-        if (k > pending)
-            force_span(partial, counts + pending * M, counts + k * M, M, or_mask, and_mask);
-        add_mac(partial, table, columns, widx, k, a[k], M);
-        pending = k;
+        if (k > next)
+            force_span(partial, counts + next * M, counts + k * M, M, or_mask, and_mask);
+        add_force(partial, table, columns, widx, k, a[k], M, forced + k * M, stuck_one);
+        next = k + 1;
     }
-    force_span(partial, counts + pending * M, counts + end * M, M, or_mask, and_mask);
+    if (end > next)
+        force_span(partial, counts + next * M, counts + end * M, M, or_mask, and_mask);
     for (int64_t m = 0; m < M; ++m) acc[m] += partial[m];
 }
 
@@ -114,7 +136,8 @@ static void chain(uint32_t *restrict acc, uint32_t *restrict partial, const uint
    the other chains skip those MACs too. */
 void bitrobust_lut_gemm_acc(const uint8_t *act, int64_t R, int64_t K, int64_t M, ctab table,
                             ctab columns, ctab widx, const uint8_t *fill, int32_t zero_skip,
-                            ctab counts, int64_t segment, uint32_t or_mask, uint32_t and_mask,
+                            ctab counts, const uint32_t *forced, int32_t stuck_one,
+                            int64_t segment, uint32_t or_mask, uint32_t and_mask,
                             int32_t *scratch, int32_t *tile_cache, uint8_t *tile_done,
                             int32_t *out) {
     uint32_t *restrict partial = (uint32_t *)scratch;
@@ -128,14 +151,14 @@ void bitrobust_lut_gemm_acc(const uint8_t *act, int64_t R, int64_t K, int64_t M,
             while (k < end && a[k] == fill[0]) ++k;
             if (k < end) {
                 chain(acc, partial, a, start, end, M, table, columns, widx, skip, counts,
-                      or_mask, and_mask);
+                      forced, stuck_one, or_mask, and_mask);
                 continue;
             }
             uint32_t *cached = (uint32_t *)(tile_cache + t * M);
             if (!tile_done[t]) {
                 memset(cached, 0, (size_t)M * sizeof *cached);
                 chain(cached, partial, fill, start, end, M, table, columns, widx, -1,
-                      counts, or_mask, and_mask);
+                      counts, forced, stuck_one, or_mask, and_mask);
                 tile_done[t] = 1;
             }
             for (int64_t m = 0; m < M; ++m) acc[m] += cached[m];
@@ -194,7 +217,7 @@ def _load() -> ctypes.CDLL:
     library.bitrobust_lut_gemm.argtypes = [p, i64, i64, i64, p, p, p, p, i32, p]
     library.bitrobust_lut_gemm.restype = None
     library.bitrobust_lut_gemm_acc.argtypes = [
-        *(p, i64, i64, i64, p, p, p, p, i32, p, i64, u32, u32, p, p, p, p)
+        *(p, i64, i64, i64, p, p, p, p, i32, p, p, i32, i64, u32, u32, p, p, p, p)
     ]
     library.bitrobust_lut_gemm_acc.restype = None
     return library
@@ -267,6 +290,7 @@ def lut_gemm_accumulator(
     fill: int,
     zero_fill: bool,
     counts: torch.Tensor,
+    forced: torch.Tensor,
     segment: int,
     or_mask: int,
     and_mask: int,
@@ -274,7 +298,9 @@ def lut_gemm_accumulator(
 ) -> torch.Tensor:
     """Chained partial sums with a forced bit after faulty MACs (int32, R×M).
 
-    ``counts`` ((K+1)×M int32): faulty MACs of column m at k' < k. A chain whose activations
+    ``counts`` ((K+1)×M int32): faulty MACs of column m at k' < k. ``forced`` (K×M int32): per
+    MAC, what a visited MAC's partial sum is OR-ed with (stuck at 1: ``or_mask`` if faulty,
+    else 0) or AND-ed with (stuck at 0: ``and_mask`` if faulty, else −1). A chain whose activations
     all equal ``fill`` is computed once; ``zero_fill`` (the products of ``fill`` are all 0)
     lets the other chains skip those MACs. ``or_mask``/``and_mask``: the forcing, as uint32.
     """
@@ -287,6 +313,7 @@ def lut_gemm_accumulator(
             "table": (table, torch.int32),
             "widx": (widx, torch.int32),
             "counts": (counts, torch.int32),
+            "forced": (forced, torch.int32),
             "columns": (columns, torch.int32),
         }
     )
@@ -298,7 +325,8 @@ def lut_gemm_accumulator(
     fills = torch.full((K,), fill, dtype=torch.uint8)
     lib.bitrobust_lut_gemm_acc(
         act.data_ptr(), R, K, M, table.data_ptr(), _ptr(columns), widx.data_ptr(),
-        fills.data_ptr(), int(zero_fill), counts.data_ptr(), segment, or_mask & 0xFFFFFFFF,
+        fills.data_ptr(), int(zero_fill), counts.data_ptr(), forced.data_ptr(), int(or_mask != 0),
+        segment, or_mask & 0xFFFFFFFF,
         and_mask & 0xFFFFFFFF, scratch.data_ptr(), tile_cache.data_ptr(), tile_done.data_ptr(),
         out.data_ptr(),
     )  # fmt: skip
