@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from bitrobust.bench import contenders as peers
+from bitrobust.bench.targets import judge
 from bitrobust.bench.tasks import TASKS, Settings
 from bitrobust.errors import BitrobustError
 
@@ -179,4 +180,5 @@ def run_suite(
                     "outcome": outcomes[contender],
                 }
             )
+    result["targets"] = judge(result["rows"])
     return result

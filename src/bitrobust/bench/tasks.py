@@ -174,6 +174,31 @@ def campaign_loop(context: dict[str, Any]) -> Entry:
     )
 
 
+def campaign_forward(context: dict[str, Any]) -> Entry:
+    """The least work of any exact campaign: one dense forward pass per pattern (here the clean
+    quantized weights, nothing sampled)."""
+    from bitrobust.quant import QuantizedModel
+
+    model, images, labels = context["model"], context["images"], context["labels"]
+    stored = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, value in QuantizedModel.from_module(model, peers.scheme()).dequantized().items():
+            stored.get_parameter(name).copy_(value)
+
+    @torch.no_grad()
+    def run(k: int) -> float:
+        errors = [
+            (stored(images).argmax(1) != labels).float().mean().item()
+            for _ in range(context["patterns"])
+        ]
+        return sum(errors) / len(errors)
+
+    return Entry(
+        run, "the bound: the forward passes alone (one per pattern, clean stored weights, no "
+        "sampling); outcome: Err",
+    )  # fmt: skip
+
+
 def campaign_mrfi(context: dict[str, Any]) -> Entry:
     injector = peers.MrfiInjector(context["model"], CAMPAIGN_RATE, INPUT_SHAPE)
     fi_model, images, labels = injector.fi_model, context["images"], context["labels"]
@@ -250,6 +275,52 @@ def approx_task(name: str, model_name: str) -> Task:
     )
 
 
+def pe_fault_task(name: str, model_name: str) -> Task:
+    """The emulated accelerator with 30 % faulty PEs of a 16×16 TPU-like array: a stuck bit of
+    the int32 partial sum (bitrobust) against a stuck product bit (``product_faults``)."""
+
+    def setup(settings: Settings) -> dict[str, Any]:
+        images, _ = mnist(settings, "test", settings.approx_examples)
+        return {"model": seeded_model(model_name), "images": images, "data_dir": settings.data_dir}
+
+    def faulty(site: str, bit: int) -> Callable[[dict[str, Any]], Entry]:
+        def make(context: dict[str, Any]) -> Entry:
+            from bitrobust.data import evoapprox_dir
+            from bitrobust.hw import PEFaults, SystolicArray, deploy
+            from bitrobust.hw.catalogue import load_multiplier
+
+            table = load_multiplier(APPROX_MULTIPLIER, evoapprox_dir(context["data_dir"]))
+            images = context["images"]
+            deployment = deploy(
+                context["model"], table, SystolicArray(16), calibration=images[:1000]
+            )
+            pattern = PEFaults(0.3, bit, 1, site=site).sample(deployment.target, seed=1)
+            model = deployment.faulty_module(pattern)
+
+            @torch.no_grad()
+            def run(k: int) -> None:
+                for start in range(0, len(images), 1000):
+                    model(images[start : start + 1000])
+
+            note = f"{APPROX_MULTIPLIER}, 30 % of 16x16 PEs with {site} bit {bit} stuck at 1"
+            return Entry(run, note)
+
+        return make
+
+    def work(context: dict[str, Any]) -> str:
+        return (
+            f"{len(context['images'])} MNIST test images through {model_name} on a faulty "
+            "TPU-like array, batches of 1000"
+        )
+
+    return Task(
+        name,
+        setup,
+        {"bitrobust": faulty("accumulator", 20), "product_faults": faulty("product", 14)},
+        work,
+    )
+
+
 # --- randbet_epoch: one training epoch --------------------------------------------------------
 
 
@@ -297,11 +368,18 @@ def all_tasks() -> dict[str, Task]:
         Task(
             "campaign100",
             campaign_setup,
-            {"bitrobust": campaign_bitrobust, "mrfi": campaign_mrfi, "loop": campaign_loop},
+            {
+                "bitrobust": campaign_bitrobust,
+                "mrfi": campaign_mrfi,
+                "loop": campaign_loop,
+                "forward": campaign_forward,
+            },
             campaign_work,
         ),
         approx_task("approx_lenet5", "lenet5"),
         approx_task("approx_mlp", "mlp"),
+        pe_fault_task("accumulator_lenet5", "lenet5"),
+        pe_fault_task("accumulator_mlp", "mlp"),
         Task(
             "randbet_epoch",
             epoch_setup,

@@ -12,7 +12,7 @@ from bitrobust.errors import BitrobustError
 
 TASK_NAMES = (
     "inject_p1, inject_p0.1, inject_p0.01, inject_p0.01_10M, campaign100, approx_lenet5, "
-    "approx_mlp, randbet_epoch"
+    "approx_mlp, accumulator_lenet5, accumulator_mlp, randbet_epoch"
 )
 INSTALL = "pip install --no-deps mrfi==2.1.0 pytorchfi==0.6.0 && pip install pyyaml scipy"
 
@@ -40,6 +40,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def table(result: dict) -> str:
     """The rows as a Markdown table; ratio = contender's median time / bitrobust's."""
+    from bitrobust.bench.targets import describe
     from bitrobust.report import markdown_table
 
     rows = [
@@ -61,7 +62,22 @@ def table(result: dict) -> str:
     columns = ["task", "contender", "median", "min", "rss", "ratio"]
     headers = ["task", "contender", "median s", "min s", "peak RSS MB", "time / bitrobust"]
     skipped = "".join(f"\nskipped {s['contender']}: {s['reason']}" for s in result["skipped"])
-    return header + "\n\n" + markdown_table(rows, columns, headers) + skipped
+    goals = [
+        {
+            "target": entry["target"],
+            "measured": describe(entry),
+            "met": "yes" if entry["met"] else "no",
+        }
+        for entry in result["targets"]
+    ]
+    return (
+        header
+        + "\n\n"
+        + markdown_table(rows, columns, headers)
+        + skipped
+        + "\n\nTargets (ratios of medians in this run):\n\n"
+        + markdown_table(goals, ["target", "measured", "met"], ["target", "measured", "met"])
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
