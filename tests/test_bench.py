@@ -117,7 +117,8 @@ def test_bench_writes_the_result_file_and_prints_a_table(data_dir, tmp_path, cap
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| inject_p0.01_10M | limit " in printed
-    assert "| 10 M parameters, p = 0.01 %: ≤ 3× the limit |" in printed
+    assert "| 10 M parameters, p = 0.01 %: ≤ 3× the limit " in printed
+    assert "RandBET" not in printed.split("Targets")[1]  # only the targets of the tasks run
     rows = json.loads(out.read_text())["rows"]
     assert [row["contender"] for row in rows] == ["bitrobust", "limit"]
     assert "10,0" in rows[0]["work"]  # the ~10 M-parameter model
@@ -172,7 +173,9 @@ def test_targets_are_judged_from_the_rows_and_missing_rows_are_not_met():
         row("randbet_epoch", "normal_epoch", 1.0, 1.0),  # exactly 2x <= 2.2x
     ]
     judged = {(t["task"], t["contender"]): t for t in judge(rows)}
-    assert len(judged) == len(TARGETS)
+    assert set(judged) == {
+        (t.task, t.contender) for t in TARGETS if t.task in {"inject_p1", "randbet_epoch"}
+    }
     limit = judged[("inject_p1", "limit")]
     assert (limit["measured"], limit["measured_min"], limit["met"]) == (
         pytest.approx(3.0),
