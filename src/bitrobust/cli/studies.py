@@ -20,7 +20,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bitrobust.experiments.demo import run_demo
 
     check_output_dir(args.out_dir, "--out-dir")
-    result = run_demo(args.out_dir, args.data_dir)
+    result = run_demo(args.out_dir, args.data_dir, workers=args.workers)
     payload = {k: v for k, v in result.items() if k != "table"}
     emit(
         payload,
@@ -42,9 +42,19 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out-dir", default="bitrobust-demo", help="output folder (default bitrobust-demo)"
     )
+    _add_workers(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)
     p.set_defaults(handler=cmd_demo)
+
+
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int_type("--workers", 1, 4096),
+        help="worker processes for training and trials (default: the number of cores; 1 runs "
+        "everything in this process)",
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -87,12 +97,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("study", choices=list(STUDIES), help="which experiment")
     p.add_argument("--quick", action="store_true", help="small settings (under 15 min on 2 cores)")
     p.add_argument("--out-dir", help="output folder (default reproduce-STUDY[-quick])")
-    p.add_argument(
-        "--workers",
-        type=int_type("--workers", 1, 4096),
-        help="worker processes for training and trials (default: the number of cores; 1 runs "
-        "everything in this process)",
-    )
+    _add_workers(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_data_options(p)
     add_device_option(p)

@@ -48,14 +48,20 @@ def demo_spec(dataset: str) -> tuple[CampaignSpec, str]:
 
 
 def run_demo(
-    out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None
+    out_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run the demo campaign; returns the per-model records and where the report went."""
+    """Run the demo campaign; returns the per-model records and where the report went.
+
+    ``workers``: processes that train the four models and run the trials side by side (default:
+    the number of cores; 1 runs everything in this process). The figures do not depend on it.
+    """
     out = Path(out_dir)
     started = time.time()
     dataset = pick_dataset(data_dir)
     spec, text = demo_spec(dataset)
-    rows = run_study_spec(spec, text, out, data_dir)
+    rows = run_study_spec(spec, text, out, data_dir, workers=workers)
     records = model_records(spec, rows)
     rates = tuple(spec.faults[0].rates)
     table = results_table(records, rates)
