@@ -270,3 +270,21 @@ def test_stuck_at_cells_flip_only_towards_their_stuck_values():
     assert _digest(again) == _digest(StuckAtCells(0.1, stuck_at_one=0.25).sample(qmodel, 1))
     with pytest.raises(BitrobustError):
         StuckAtCells(1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    num_bits=st.integers(1, 200_000),
+    rate=st.sampled_from([1e-5, 1e-3, 0.01, 0.1, 0.5, 1.0]),
+    seed=st.integers(0, 2**40),
+)
+def test_scalar_and_tensor_paths_give_the_same_candidates(num_bits, rate, seed):
+    """Small chunks and levels take a Python path; with it switched off, every number is equal."""
+    from unittest import mock
+
+    import bitrobust.bits as bits_module
+
+    fast = flip_candidates(num_bits, rate, seed)
+    with mock.patch.object(bits_module, "SMALL_CHUNK", 0):
+        tensor_only = flip_candidates(num_bits, rate, seed)
+    assert torch.equal(fast[0], tensor_only[0]) and torch.equal(fast[1], tensor_only[1])

@@ -201,25 +201,53 @@ def _levels_for(rate: float, levels: int) -> int:
     return level
 
 
+SMALL_CHUNK = 64
+"""Chunks of at most this many draws take the scalar path of :func:`bernoulli_positions` (and
+levels with this few candidates that of :func:`flip_candidates`): the same numbers, with Python
+arithmetic where a dozen tensor calls on a handful of elements would cost more."""
+
+
 def bernoulli_positions(count: int, probability: float, generator: torch.Generator) -> torch.Tensor:
     """Sorted positions in [0, count) each chosen independently with ``probability``.
 
     Geometric gaps between successes, drawn in chunks from ``generator``: the cost is in the
     number of successes (plus one chunk), not in ``count``.
     """
+    positions = _bernoulli(count, probability, generator)
+    return torch.tensor(positions, dtype=torch.int64) if isinstance(positions, list) else positions
+
+
+def _bernoulli(
+    count: int, probability: float, generator: torch.Generator
+) -> torch.Tensor | list[int]:
+    """:func:`bernoulli_positions`, as a list of ints when its chunks are small."""
     if count <= 0 or probability <= 0:
-        return torch.empty(0, dtype=torch.int64)
+        return []
     if probability >= 1:
         return torch.arange(count, dtype=torch.int64)
     log_miss = math.log1p(-probability)
     expected = count * probability
     chunk = int(expected + 4 * math.sqrt(expected) + 16)
-    pieces, end = [], -1
+    pieces: list = []
+    end = -1
     while True:
         uniforms = torch.rand(chunk, generator=generator, dtype=torch.float64)
         # gap - 1 = floor(log(1 - u) / log(1 - p)) >= 0; truncation is floor for values >= 0,
-        # and the clamp keeps int64 safe for tiny p. In place: one buffer, few passes.
-        gaps = uniforms.neg_().log1p_().div_(log_miss).clamp_(max=count).to(torch.int64)
+        # and the clamp keeps int64 safe for tiny p. log1p by torch on both paths; negation,
+        # IEEE division, min and truncation are exactly the same in Python.
+        logs = uniforms.neg_().log1p_()
+        if chunk <= SMALL_CHUNK:
+            position, before = end, len(pieces)
+            for value in logs.tolist():
+                position += int(min(value / log_miss, count)) + 1
+                if position >= count:
+                    break
+                pieces.append(position)
+            if len(pieces) - before < chunk:
+                return pieces
+            end = position
+            continue
+        gaps = logs.div_(log_miss).clamp_(max=count).to(torch.int64)
         positions = gaps.add_(1).cumsum_(0).add_(end)
         inside = positions[: int(torch.searchsorted(positions, count))]  # sorted: a slice
         pieces.append(inside)
@@ -249,22 +277,44 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
     generator.manual_seed(int(seed))
     levels = ladder_levels(num_bits)
     positions, draws = [], []
-    seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)  # bit set of the drawn positions
+    few_positions: list[int] = []  # the small levels' candidates (scalar path), in order
+    few_draws: list[float] = []
+    few_seen: set[int] = set()
+    seen = None  # bit set of the drawn positions, from the first large level on
     for level in range(1, _levels_for(max_rate, levels) + 1):
         low, high = _level_bounds(level, levels)
-        chosen = bernoulli_positions(num_bits, (high - low) / (1 - low), generator)
+        chosen = _bernoulli(num_bits, (high - low) / (1 - low), generator)
         if len(chosen) == 0:  # draws nothing from the generator either
             continue
-        draw = torch.rand(len(chosen), generator=generator, dtype=torch.float64)
-        draw.mul_(high - low).add_(low)  # = low + (high - low) * offset, bit for bit
+        offsets = torch.rand(len(chosen), generator=generator, dtype=torch.float64)
+        if isinstance(chosen, list) and seen is None:  # scalar path, the same numbers
+            for position, offset in zip(chosen, offsets.tolist()):
+                few_positions.append(position)
+                if position in few_seen:  # drawn at a lower level: keeps that draw
+                    few_draws.append(NEVER)
+                else:
+                    few_seen.add(position)
+                    few_draws.append(offset * (high - low) + low)
+            continue
+        if isinstance(chosen, list):
+            chosen = torch.tensor(chosen, dtype=torch.int64)
+        draw = offsets.mul_(high - low).add_(low)  # = low + (high - low) * offset, bit for bit
         byte, ones = chosen >> 3, _bit_values(chosen & 7)
-        if positions:  # a bit drawn at a lower level keeps that draw: the repeat never flips
+        if seen is None:
+            seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)
+            if few_seen:
+                earlier = torch.tensor(sorted(few_seen), dtype=torch.int64)
+                seen.index_add_(0, earlier >> 3, _bit_values(earlier & 7))  # distinct: OR
+        if few_seen or positions:  # a bit drawn at a lower level keeps that draw
             repeat = seen.index_select(0, byte).bitwise_and_(ones).bool()
             draw.masked_fill_(repeat, NEVER)
             ones.masked_fill_(repeat, 0)
         seen.index_add_(0, byte, ones)  # distinct bits within a level: sum == OR
         positions.append(chosen)
         draws.append(draw)
+    if few_positions:
+        positions.insert(0, torch.tensor(few_positions, dtype=torch.int64))
+        draws.insert(0, torch.tensor(few_draws, dtype=torch.float64))
     if not positions:
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
     if len(positions) == 1:
