@@ -50,13 +50,6 @@ PINNED_SAMPLER_1 = [
 ]
 
 
-@pytest.mark.parametrize(("bits", "p01", "p10", "seed", "flips", "digest"), PINNED_SAMPLER_1)
-def test_sampler_1_patterns_are_pinned(bits, p01, p10, seed, flips, digest):
-    model = RandomBitErrors(zero_to_one=p01, one_to_zero=p10, sampler=1)
-    pattern = model.sample(_qmodel(bits), seed)
-    assert (pattern.num_flips(), _digest(pattern)) == (flips, digest)
-
-
 # (bits, shape, p01, p10, seed, flips, sha256 prefix of the masks), recorded from sampler 2 as
 # committed results used it (version 0.3.0): faster implementations must keep every pattern.
 PINNED_SAMPLER_2 = [
@@ -75,11 +68,16 @@ PINNED_SAMPLER_2 = [
 ]
 
 
+PINNED = [(1, bits, (64, 33), *rest) for bits, *rest in PINNED_SAMPLER_1] + [
+    (2, *row) for row in PINNED_SAMPLER_2
+]
+
+
 @pytest.mark.parametrize(
-    ("bits", "shape", "p01", "p10", "seed", "flips", "digest"), PINNED_SAMPLER_2
+    ("sampler", "bits", "shape", "p01", "p10", "seed", "flips", "digest"), PINNED
 )
-def test_sampler_2_patterns_are_pinned(bits, shape, p01, p10, seed, flips, digest):
-    model = RandomBitErrors(zero_to_one=p01, one_to_zero=p10)
+def test_sampler_patterns_are_pinned(sampler, bits, shape, p01, p10, seed, flips, digest):
+    model = RandomBitErrors(zero_to_one=p01, one_to_zero=p10, sampler=sampler)
     pattern = model.sample(_qmodel(bits, shape), seed)
     assert (pattern.num_flips(), _digest(pattern)) == (flips, digest)
 
