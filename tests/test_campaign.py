@@ -457,3 +457,31 @@ def test_fault_free_entries_are_one_table_in_the_report(tmp_path):
     report = (tmp_path / "r" / "report.md").read_text()
     assert report.count("## Fault free") == 1 and "Fault entry: free-" not in report
     assert "exact8u on tpu4" in report and "trunc8u_k2 on tpu4" in report
+
+
+def test_a_study_run_stops_on_a_signal_like_campaign_run(tmp_path):
+    """`bitrobust demo` and `reproduce` run their spec through run_study_spec: SIGTERM finishes
+    the trials in flight, the command exits 130, and a rerun completes."""
+    spec_path = write_spec(tmp_path, LONG)
+    out = tmp_path / "study"
+    script = (
+        "import sys\n"
+        "from bitrobust.campaign.spec import load_spec\n"
+        "from bitrobust.experiments.campaigns import run_study_spec\n"
+        f"spec, text = load_spec({str(spec_path)!r})\n"
+        "try:\n"
+        f"    run_study_spec(spec, text, {str(out)!r})\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_trials(out / "campaign.db", process, at_least=16)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "finishing the trials in flight" in err and "Traceback" not in err
+    with CampaignStore.open_existing(out / "campaign.db") as opened:
+        assert opened.status()["done"] < 2000
+    assert run(spec_path, out / "campaign.db", checkpoint_dir=out / "checkpoints").done == 2000

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -415,8 +416,12 @@ def _more_patterns(rows: list[dict[str, Any]], current: int, spec: CampaignSpec)
 
 @contextlib.contextmanager
 def stop_on_signals(on_abandon: Callable[[], None] | None = None) -> Iterator[StopFlag]:
-    """SIGINT/SIGTERM once: finish the trials in flight and stop; twice: abandon them at once."""
+    """SIGINT/SIGTERM once: finish the trials in flight and stop; twice: abandon them at once.
+    Off the main thread (where handlers cannot be installed) the flag is never set."""
     stop = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
 
     def handler(signum: int, frame: Any) -> None:
         if stop.stopping:

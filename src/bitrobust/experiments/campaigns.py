@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bitrobust.campaign.executors import make_executor
-from bitrobust.campaign.runner import run_campaign
+from bitrobust.campaign.runner import run_campaign, stop_on_signals
 from bitrobust.campaign.spec import CampaignSpec, parse_spec
 from bitrobust.campaign.store import CampaignStore
 from bitrobust.errors import BitrobustError
@@ -51,20 +51,23 @@ def run_study_spec(
 ) -> list[dict[str, Any]]:
     """Run ``spec`` into ``out_dir`` (resumable) and return its rows (one flat dict per trial,
     sorted by trial id). A store made from an earlier version of the spec is reused: its
-    trials whose ids the new plan contains are kept."""
+    trials whose ids the new plan contains are kept. SIGINT or SIGTERM once finishes the work
+    in flight and raises KeyboardInterrupt (twice abandons it), as ``campaign run`` does."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = out / STORE_NAME
     with make_executor(executor, workers, address) as runner:
-        summary = run_campaign(
-            spec,
-            text,
-            store,
-            runner,
-            data_dir=data_dir,
-            checkpoint_dir=out / "checkpoints",
-            force=True,
-        )
+        with stop_on_signals(getattr(runner, "abandon", None)) as stop:
+            summary = run_campaign(
+                spec,
+                text,
+                store,
+                runner,
+                data_dir=data_dir,
+                checkpoint_dir=out / "checkpoints",
+                force=True,
+                stop=stop,
+            )
     if summary.interrupted:
         raise KeyboardInterrupt
     export_trials(store, out / TRIALS_NAME)
