@@ -56,18 +56,20 @@ def run_study_spec(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = out / STORE_NAME
-    with make_executor(executor, workers, address) as runner:
-        with stop_on_signals(getattr(runner, "abandon", None)) as stop:
-            summary = run_campaign(
-                spec,
-                text,
-                store,
-                runner,
-                data_dir=data_dir,
-                checkpoint_dir=out / "checkpoints",
-                force=True,
-                stop=stop,
-            )
+    with (
+        make_executor(executor, workers, address) as runner,
+        stop_on_signals(getattr(runner, "abandon", None)) as stop,
+    ):
+        summary = run_campaign(
+            spec,
+            text,
+            store,
+            runner,
+            data_dir=data_dir,
+            checkpoint_dir=out / "checkpoints",
+            force=True,
+            stop=stop,
+        )
     if summary.interrupted:
         raise KeyboardInterrupt
     export_trials(store, out / TRIALS_NAME)
