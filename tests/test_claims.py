@@ -186,10 +186,12 @@ def test_trials_load_typed(tmp_path):
     rows = _rows("cifar10-8bit-rquant", {0: 0.1})
     rows[0]["fault"] = "bit-errors"
     rows[0]["layer"] = None
+    rows[0]["trial_id"], rows[1]["trial_id"] = "7550823479156768", "1e10aaaabbbbcccc"
     _write_trials(tmp_path / "s" / "trials.csv.gz", rows)
     loaded = load_trials(tmp_path / "s" / "trials.csv.gz")
     assert loaded[0]["x"] == 0.01 and loaded[0]["pattern"] == 0 and loaded[0]["layer"] is None
     assert loaded[0]["rerr"] == rows[0]["rerr"]
+    assert [row["trial_id"] for row in loaded[:2]] == ["7550823479156768", "1e10aaaabbbbcccc"]
 
 
 def test_cli_writes_the_claims_files(tmp_path, capsys):

@@ -87,15 +87,21 @@ class Estimate:
 # -- loading ---------------------------------------------------------------------------------
 
 
+TEXT_COLUMNS = frozenset({"trial_id", "package_version", "torch_version", "device"})
+"""Columns of a trials CSV that are never numbers."""
+
+
 def load_trials(path: str | Path) -> list[Row]:
     """The rows of a trials CSV (``campaign export --format csv``, optionally gzipped): numbers
-    become int or float, empty cells None."""
+    become int or float, empty cells None; text columns stay text (a trial id such as
+    ``1e10a...`` or ``7550823479156768`` is an id, not a number)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", newline="") as handle:  # type: ignore[operator]
             return [
-                {key: _typed(value) for key, value in row.items()} for row in csv.DictReader(handle)
+                {key: value if key in TEXT_COLUMNS else _typed(value) for key, value in row.items()}
+                for row in csv.DictReader(handle)
             ]
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
         raise BitrobustError(f"trials file {path}: cannot read it ({exc})") from None
