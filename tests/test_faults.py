@@ -168,3 +168,24 @@ def test_composition_applies_in_order_and_is_reproducible():
     faulty = both(qmodel, seed=9)
     assert torch.equal(faulty.tensors["w"].codes, after_b.tensors["w"].codes)
     assert torch.equal(faulty.tensors["w"].codes, qmodel.tensors["w"].codes ^ pattern.masks["w"])
+
+
+def test_write_into_gives_the_faulty_parameters_and_restores_the_clean_ones():
+    torch.manual_seed(0)
+    scheme = QuantScheme.preset("rquant", bits=8)
+    model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 4))
+    qmodel = QuantizedModel.from_module(model, scheme)
+    clean = {name: value.clone() for name, value in qmodel.clean_parameters().items()}
+    weights = {name: value.clone() for name, value in clean.items()}
+    dense = FaultPattern({"0.weight": torch.full((30, 20), 0x11, dtype=torch.uint8)})
+    for pattern in (RandomBitErrors(0.05).sample(qmodel, 1), dense):
+        restore = pattern.write_into(qmodel, weights)
+        expected = pattern.parameters(qmodel)
+        assert all(torch.equal(weights[name], expected[name]) for name in clean)
+        assert any(not torch.equal(weights[name], clean[name]) for name in clean)
+        restore()
+        assert all(torch.equal(weights[name], clean[name]) for name in clean)
+    wrong = {**weights, "0.bias": clean["2.bias"].clone()}
+    with pytest.raises(ValueError, match="must have shape"):
+        RandomBitErrors(0.5).sample(qmodel, 2).write_into(qmodel, wrong)
+    assert all(torch.equal(wrong[name], clean[name]) for name in clean if name != "0.bias")

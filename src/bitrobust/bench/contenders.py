@@ -5,12 +5,14 @@ weights and returns the faulty float weights (parameter name -> tensor); ``clean
 fault-free weights in the same representation, so a test can check that each does the same work
 (about ``1 - (1 - p)^8`` of the weights change). What each actually does:
 
-- ``bitrobust``: ``RandomBitErrors(p).sample(qmodel, seed).parameters(qmodel)``, all
+- ``bitrobust``: ``RandomBitErrors(p).sample(qmodel, seed).write_into(qmodel, weights)``
+  into one reused set of weights, after restoring the previous pattern's (both O(flips)); all
   trainable parameters (weights and biases), rquant codes, one Bernoulli(p) per stored bit.
 - ``limit``: the bare vectorised reference on the same codes: a binomial flip count per tensor,
   uniform bit positions (with replacement: a repeated position cancels), XOR masks accumulated
   with ``np.bitwise_xor.at``, and only the touched weights decoded, through a 256-entry table
-  of rquant's dequantization, into a copy of the clean float weights.
+  of rquant's dequantization, into one reused set of float weights after restoring the
+  previous pattern's touched weights (O(flips), as bitrobust).
 - ``pytorchfi`` (0.6.0): has no weight bit-flip model, only ``declare_weight_fi`` with a value or a
   per-weight function. Its closest mode: the same binomial count and positions, handed over as
   index lists with a function that re-quantizes the weight to its rquant code, flips the bit and
@@ -46,9 +48,11 @@ BITS = 8
 SCHEME_NAME = "rquant"
 PEER_TOOLS = ("pytorchfi", "mrfi")
 NOTES = {
-    "bitrobust": "rquant codes of all trainable parameters, one Bernoulli(p) per stored bit",
+    "bitrobust": "rquant codes of all trainable parameters, one Bernoulli(p) per stored bit; "
+    "written into one reused set of weights, the previous pattern restored (O(flips))",
     "limit": "numpy: binomial count + uniform bit positions, XOR into the rquant codes, "
-    "decode the touched weights by table into a copy of the clean weights",
+    "decode the touched weights by table into one reused set of weights, the previous "
+    "pattern restored (O(flips))",
     "pytorchfi": "declare_weight_fi with a per-weight int8 flip function, Python loop per "
     "fault, deep copy; weights only (no bias faults)",
     "mrfi": "int8 SymmericQuantization + RandomPositionByRate(-8 ln(1-p)) + IntRandomBitFlip "
@@ -91,11 +95,18 @@ class Injector:
 
 
 class BitrobustInjector(Injector):
+    """One reused set of weights: the previous pattern's values restored, this one's written,
+    both in O(flips) (``FaultPattern.write_into``); valid until the next call."""
+
     def __init__(self, qmodel: QuantizedModel, p: float) -> None:
         self.qmodel, self.faults = qmodel, RandomBitErrors(p)
+        self.weights = {name: value.clone() for name, value in qmodel.clean_parameters().items()}
+        self.restore: Callable[[], None] = lambda: None
 
     def __call__(self, seed: int) -> Weights:
-        return self.faults.sample(self.qmodel, seed).parameters(self.qmodel)
+        self.restore()
+        self.restore = self.faults.sample(self.qmodel, seed).write_into(self.qmodel, self.weights)
+        return self.weights
 
     def clean(self) -> Weights:
         return self.qmodel.dequantized()
@@ -113,6 +124,8 @@ class LimitInjector(Injector):
             table = self._dequantize(np.arange(2**BITS), float(qt.scale), qt.low, qt.high)
             codes = qt.codes.numpy().reshape(-1)
             self.tensors[name] = (codes, table[codes], table, qt.shape)
+        self.weights = {name: clean.copy() for name, (_, clean, _, _) in self.tensors.items()}
+        self.touched: dict[str, np.ndarray] = {}
 
     @staticmethod
     def _dequantize(codes: np.ndarray, scale: float, low: torch.Tensor, high: torch.Tensor):
@@ -125,14 +138,17 @@ class LimitInjector(Injector):
         rng = np.random.default_rng(seed)
         out = {}
         for name, (codes, clean, table, shape) in self.tensors.items():
+            weights = self.weights[name]
+            if name in self.touched:  # the previous pattern's weights back to clean
+                weights[self.touched[name]] = clean[self.touched[name]]
             stored_bits = codes.size * BITS
             positions = rng.integers(0, stored_bits, rng.binomial(stored_bits, self.p))
             index = positions // BITS
             touched = codes[index]  # repeated indices: XOR-accumulate on a scatter copy
             faulty_codes = np.zeros(codes.size, np.uint8)
             np.bitwise_xor.at(faulty_codes, index, (1 << (positions % BITS)).astype(np.uint8))
-            weights = clean.copy()
             weights[index] = table[touched ^ faulty_codes[index]]
+            self.touched[name] = index
             out[name] = torch.from_numpy(weights).view(shape)
         return out
 

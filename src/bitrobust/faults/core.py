@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,52 @@ class FaultPattern:
             flat.index_copy_(0, index, qt.decode(codes))  # repeated indices: equal values
             parameters[name] = flat.reshape(qt.codes.shape)
         return parameters
+
+    def write_into(
+        self, qmodel: QuantizedModel, weights: MutableMapping[str, torch.Tensor]
+    ) -> Callable[[], None]:
+        """Write this pattern's faulty values into ``weights`` in place and return the function
+        that puts the previous values back.
+
+        ``weights`` holds ``qmodel``'s clean dequantized tensors (a copy of
+        :meth:`~bitrobust.quant.QuantizedModel.clean_parameters`, or a module's parameters):
+        contiguous, shaped like the codes. Where the flipped indices are known (``touched``)
+        both ways cost O(flips), with no copy of the weights: for loops that run many patterns
+        through one set of weights, large models at low rates above all. Call the returned
+        function before writing the next pattern.
+        """
+        masks = {name: self._checked_mask(qmodel, name) for name in self.masks}
+        for name in masks:  # every check before the first write
+            shape = qmodel.tensors[name].codes.shape
+            if name not in weights or weights[name].shape != shape:
+                got = tuple(weights[name].shape) if name in weights else "nothing"
+                raise ValueError(f"weights[{name!r}] must have shape {tuple(shape)}, got {got}")
+        undo: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        with torch.no_grad():
+            for name, mask in masks.items():
+                qt, flat = qmodel.tensors[name], weights[name].view(-1)
+                if name not in self.touched:
+                    undo.append((flat, None, flat.clone()))
+                    flat.copy_(qt.decode(qt.codes ^ mask).reshape(-1))
+                    continue
+                index = self.touched[name].to(qt.codes.device)
+                if len(index) == 0:
+                    continue
+                codes = qt.codes.reshape(-1).index_select(0, index)
+                codes ^= mask.reshape(-1).index_select(0, index)
+                undo.append((flat, index, flat.index_select(0, index)))
+                flat.index_copy_(0, index, qt.decode(codes).to(flat.dtype))
+
+        def restore() -> None:
+            with torch.no_grad():
+                for flat, index, previous in reversed(undo):
+                    if index is None:
+                        flat.copy_(previous)
+                    else:
+                        flat.index_copy_(0, index, previous)
+            undo.clear()
+
+        return restore
 
     def num_flips(self) -> int:
         """Total number of flipped bits (counted where the mask is nonzero when known)."""
