@@ -1,9 +1,8 @@
 """Committed results re-run to the same numbers: one small cell of a study, from the spec it was
 made with, on the CPU with one thread, must equal the value in ``docs/results/`` exactly.
 
-Covered: axdnn2023 and stutz2021 (MNIST and Fashion-MNIST) here, stutz2021-cifar10 in
-tests/test_stutz2021_cifar10.py (from a committed checkpoint). bnn2021's committed figures come
-from an earlier spec and are to be re-run before a cell is pinned.
+Covered: axdnn2023, bnn2021 and stutz2021 (MNIST and Fashion-MNIST) here, stutz2021-cifar10 in
+tests/test_stutz2021_cifar10.py (from a committed checkpoint).
 """
 
 from __future__ import annotations
@@ -79,4 +78,20 @@ def test_stutz2021_one_cell_reruns_to_the_committed_value(tmp_path, data_dir, mo
     cell, text = _cell("stutz2021", "mnist-8bit-rquant", 0, "bit-errors", rates=[0.01])
     metrics = _rerun(cell, text, tmp_path, data_dir)
     assert metrics["rerr"] == row["rerr"]
+    assert metrics["errors_robust"] == row["errors_robust"]
+
+
+def test_bnn2021_one_cell_reruns_to_the_committed_value(tmp_path, data_dir, monkeypatch):
+    """The binarized MLP with plain training (BFIT 0 %), training seed 0: the study's cheapest
+    model, trained here (about 1.5 min on one thread), then p = 10 %, pattern 0."""
+    import bitrobust
+
+    name = "fashion-mnist-bnn-mlp-bfit-0-pct"
+    row = _committed_row(
+        "bnn2021", model=name, training_seed=0, fault="bit-errors", x=0.1, pattern=0
+    )
+    monkeypatch.setattr(bitrobust, "__version__", row["package_version"])  # in the fingerprint
+    cell, text = _cell("bnn2021", name, 0, "bit-errors", rates=[0.1])
+    metrics = _rerun(cell, text, tmp_path, data_dir)
+    assert metrics["err_faulty"] == row["err_faulty"]
     assert metrics["errors_robust"] == row["errors_robust"]
