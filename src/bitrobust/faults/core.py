@@ -64,6 +64,16 @@ class FaultPattern:
             new_codes[name] = qmodel.tensors[name].codes ^ mask
         return qmodel.with_codes(new_codes)
 
+    def _flipped_values(
+        self, qmodel: QuantizedModel, name: str, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The touched flat indices of ``name`` and the faulty weights there (decoded)."""
+        qt = qmodel.tensors[name]
+        index = self.touched[name].to(qt.codes.device)
+        codes = qt.codes.reshape(-1).index_select(0, index)
+        codes ^= mask.reshape(-1).index_select(0, index)
+        return index, qt.decode(codes)
+
     def parameters(self, qmodel: QuantizedModel) -> dict[str, torch.Tensor]:
         """The faulty float parameters, equal to ``self.apply(qmodel).dequantized()``.
 
@@ -77,13 +87,11 @@ class FaultPattern:
             if name not in self.touched:
                 parameters[name] = qt.decode(qt.codes ^ mask)
                 continue
-            index = self.touched[name].to(qt.codes.device)
+            index, values = self._flipped_values(qmodel, name, mask)
             if len(index) == 0:
                 continue
-            codes = qt.codes.reshape(-1).index_select(0, index)
-            codes ^= mask.reshape(-1).index_select(0, index)
             flat = parameters[name].reshape(-1).clone()
-            flat.index_copy_(0, index, qt.decode(codes))  # repeated indices: equal values
+            flat.index_copy_(0, index, values)  # repeated indices: equal values
             parameters[name] = flat.reshape(qt.codes.shape)
         return parameters
 
@@ -114,13 +122,11 @@ class FaultPattern:
                     undo.append((flat, None, flat.clone()))
                     flat.copy_(qt.decode(qt.codes ^ mask).reshape(-1))
                     continue
-                index = self.touched[name].to(qt.codes.device)
+                index, values = self._flipped_values(qmodel, name, mask)
                 if len(index) == 0:
                     continue
-                codes = qt.codes.reshape(-1).index_select(0, index)
-                codes ^= mask.reshape(-1).index_select(0, index)
                 undo.append((flat, index, flat.index_select(0, index)))
-                flat.index_copy_(0, index, qt.decode(codes).to(flat.dtype))
+                flat.index_copy_(0, index, values.to(flat.dtype))
 
         def restore() -> None:
             with torch.no_grad():
