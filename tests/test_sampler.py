@@ -282,7 +282,78 @@ def test_scalar_and_tensor_paths_give_the_same_candidates(num_bits, rate, seed):
 
     import bitrobust.bits as bits_module
 
-    fast = flip_candidates(num_bits, rate, seed)
+    fast = _canonical(*flip_candidates(num_bits, rate, seed))
     with mock.patch.object(bits_module, "SMALL_CHUNK", 0):
-        tensor_only = flip_candidates(num_bits, rate, seed)
+        tensor_only = _canonical(*flip_candidates(num_bits, rate, seed))
     assert torch.equal(fast[0], tensor_only[0]) and torch.equal(fast[1], tensor_only[1])
+
+
+def _canonical(positions, draws):
+    """Candidates sorted by position, repeats (draw NEVER) dropped: the order is unspecified."""
+    live = draws != NEVER
+    positions, draws = positions[live], draws[live]
+    order = torch.argsort(positions)
+    return positions[order], draws[order]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    num_bits=st.integers(1, 3_000_000),
+    rate=st.sampled_from([1e-6, 1e-5, 1e-4, 4e-4, 1e-3, 0.01]),
+    seed=st.integers(0, 2**40),
+)
+def test_sorting_and_bit_set_find_the_same_repeats(num_bits, rate, seed):
+    """Low rates find repeated candidates by sorting, high rates with a bit set: the same
+    numbers either way (and with sorting, several levels come sorted and distinct)."""
+    from unittest import mock
+
+    import bitrobust.bits as bits_module
+
+    with mock.patch.object(bits_module, "SORTED_BELOW", 2.0):
+        by_sorting = flip_candidates(num_bits, rate, seed)
+    with mock.patch.object(bits_module, "SORTED_BELOW", 0.0):
+        by_bit_set = flip_candidates(num_bits, rate, seed)
+    for a, b in zip(_canonical(*by_sorting), _canonical(*by_bit_set)):
+        assert torch.equal(a, b)
+    if len(by_sorting[0]) > FEW_CANDIDATES and bool((by_sorting[1] != NEVER).all()):
+        assert bool((by_sorting[0][1:] > by_sorting[0][:-1]).all())
+
+
+FEW_CANDIDATES = 256  # the small levels (scalar path) before the first large one hold fewer
+
+
+@pytest.mark.parametrize("shape", [(512, 300), (300, 1000)])
+def test_sparse_and_dense_masks_give_the_same_pattern(shape):
+    """Large tensors at low rates keep their masks sparse until looked up; the pattern, its
+    flip count and its faulty weights are those of the dense masks, and writing the faulty
+    weights never makes a mask dense."""
+    from unittest import mock
+
+    import bitrobust.bits as bits_module
+    import bitrobust.faults.core as core_module
+
+    qmodel = _qmodel(8, shape)
+    for rate, seed in ((1e-4, 0), (3e-4, 5), (1e-5, 2)):
+        model = RandomBitErrors(zero_to_one=rate, one_to_zero=rate / 2)
+        sparse = model.sample(qmodel, seed)
+        assert sparse.masks.sparse("layer.weight") is not None  # type: ignore[attr-defined]
+        weights = {name: value.clone() for name, value in qmodel.clean_parameters().items()}
+        restore = sparse.write_into(qmodel, weights)
+        faulty = {name: value.clone() for name, value in weights.items()}
+        flips = sparse.num_flips()
+        from_parameters = sparse.parameters(qmodel)
+        assert sparse.masks.sparse("layer.weight") is not None  # type: ignore[attr-defined]
+        restore()
+        with (
+            mock.patch.object(bits_module, "SORTED_BELOW", 0.0),
+            mock.patch.object(core_module, "SORTED_BELOW", 0.0),
+        ):
+            dense = model.sample(qmodel, seed)
+        assert dense.masks.sparse("layer.weight") is None  # type: ignore[attr-defined]
+        assert _digest(sparse) == _digest(dense) and flips == dense.num_flips() > 0
+        expected = dense.apply(qmodel).dequantized()
+        for name in expected:
+            assert torch.equal(faulty[name], expected[name])
+            assert torch.equal(from_parameters[name], expected[name])
+            assert torch.equal(weights[name], qmodel.clean_parameters()[name])  # restored
+        assert _digest(sparse.combine(dense)) == _digest(RandomBitErrors(0.0).sample(qmodel, 0))

@@ -257,6 +257,14 @@ def _bernoulli(
     return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
 
+SORTED_BELOW = 1 / 2048
+"""Below this largest rate :func:`flip_candidates` finds the repeated candidates with one sort
+at the end, O(candidates · log); at or above it, with a bit set of all positions, which costs
+O(num_bits / 8) to clear but O(1) per candidate. Chosen by measurement
+(``benchmarks/bench_sparse_sampling.py``); both give the same
+candidates and draws."""
+
+
 def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The bits whose uniform draw is below ``max_rate``, with their draws: (positions, draws).
 
@@ -266,16 +274,18 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
     with the conditional probability of a draw in its range. So the cost is O(flips) (about
     2·max_rate·num_bits candidates at most), and the candidates below a rate p do not depend
     on ``max_rate`` ≥ p: a pattern depends only on (seed, p, num_bits), and lower rates give
-    subsets. Positions are int64 in no particular order, draws float64; a bit drawn again at a
-    higher level (that level's draws are for bits not drawn yet) keeps its first draw and the
-    repeat gets the draw :data:`NEVER`, above every rate, so each level's conditional
-    probability stays exact. One CPU generator seeded with ``seed``: the same result on every
-    machine and device.
+    subsets. Positions are int64, draws float64. A bit drawn again at a higher level (that
+    level's draws are for bits not drawn yet) keeps its first draw, so each level's
+    conditional probability stays exact: the repeat is dropped or gets the draw :data:`NEVER`,
+    above every rate. The order is unspecified (below :data:`SORTED_BELOW` the candidates of
+    several large levels come sorted). One CPU generator seeded with ``seed``: the same result
+    on every machine and device.
     """
     check_rate(max_rate, "rate")
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(seed))
     levels = ladder_levels(num_bits)
+    by_sorting = max_rate < SORTED_BELOW
     positions, draws = [], []
     few_positions: list[int] = []  # the small levels' candidates (scalar path), in order
     few_draws: list[float] = []
@@ -287,7 +297,7 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
         if len(chosen) == 0:  # draws nothing from the generator either
             continue
         offsets = torch.rand(len(chosen), generator=generator, dtype=torch.float64)
-        if isinstance(chosen, list) and seen is None:  # scalar path, the same numbers
+        if isinstance(chosen, list) and not positions:  # scalar path, the same numbers
             for position, offset in zip(chosen, offsets.tolist()):
                 few_positions.append(position)
                 if position in few_seen:  # drawn at a lower level: keeps that draw
@@ -299,17 +309,18 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
         if isinstance(chosen, list):
             chosen = torch.tensor(chosen, dtype=torch.int64)
         draw = offsets.mul_(high - low).add_(low)  # = low + (high - low) * offset, bit for bit
-        byte, ones = chosen >> 3, _bit_values(chosen & 7)
-        if seen is None:
-            seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)
-            if few_seen:
-                earlier = torch.tensor(sorted(few_seen), dtype=torch.int64)
-                seen.index_add_(0, earlier >> 3, _bit_values(earlier & 7))  # distinct: OR
-        if few_seen or positions:  # a bit drawn at a lower level keeps that draw
-            repeat = seen.index_select(0, byte).bitwise_and_(ones).bool()
-            draw.masked_fill_(repeat, NEVER)
-            ones.masked_fill_(repeat, 0)
-        seen.index_add_(0, byte, ones)  # distinct bits within a level: sum == OR
+        if not by_sorting:
+            byte, ones = chosen >> 3, _bit_values(chosen & 7)
+            if seen is None:
+                seen = torch.zeros((num_bits + 7) // 8, dtype=torch.uint8)
+                if few_seen:
+                    earlier = torch.tensor(sorted(few_seen), dtype=torch.int64)
+                    seen.index_add_(0, earlier >> 3, _bit_values(earlier & 7))  # distinct: OR
+            if few_seen or positions:  # a bit drawn at a lower level keeps that draw
+                repeat = seen.index_select(0, byte).bitwise_and_(ones).bool()
+                draw.masked_fill_(repeat, NEVER)
+                ones.masked_fill_(repeat, 0)
+            seen.index_add_(0, byte, ones)  # distinct bits within a level: sum == OR
         positions.append(chosen)
         draws.append(draw)
     if few_positions:
@@ -317,9 +328,16 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
         draws.insert(0, torch.tensor(few_draws, dtype=torch.float64))
     if not positions:
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
-    if len(positions) == 1:
+    if len(positions) == 1:  # one large level, or the small levels (repeats: NEVER)
         return positions[0], draws[0]
-    return torch.cat(positions), torch.cat(draws)
+    all_positions, all_draws = torch.cat(positions), torch.cat(draws)
+    if not by_sorting:
+        return all_positions, all_draws
+    # Level order is draw order: of equal positions, a stable sort keeps the first drawn.
+    all_positions, order = torch.sort(all_positions, stable=True)
+    first = torch.ones_like(all_positions, dtype=torch.bool)
+    torch.ne(all_positions[1:], all_positions[:-1], out=first[1:])
+    return all_positions.masked_select(first), all_draws.index_select(0, order.masked_select(first))
 
 
 _ONE = torch.ones((), dtype=torch.uint8)
@@ -339,29 +357,52 @@ def candidate_flips(
     one_to_zero: float,
     allowed_bits: int = 0xFF,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The XOR mask of the candidates that flip at these rates, and the flat indices of the
-    codes it touches (possibly repeated): (uint8 mask shaped like ``codes``, int64 indices).
+    """The candidates that flip at these rates, as (flat code indices, uint8 one-bit values):
+    code ``index[i]`` gets ``values[i]`` XORed in; a code may appear once per flipped bit.
 
     Bit position ``pos`` is bit ``pos % value_bits`` of code ``pos // value_bits``; it flips if
     its draw is below ``one_to_zero`` when the stored bit is 1, else below ``zero_to_one``,
     and its bit is in ``allowed_bits``. Repeated positions must carry :data:`NEVER` but once.
+    :func:`dense_mask` and :func:`merge_flips` turn the result into a mask.
     """
     p01 = check_rate(zero_to_one, "zero_to_one")
     p10 = check_rate(one_to_zero, "one_to_zero")
-    if value_bits & (value_bits - 1) == 0:  # 1, 2, 4 or 8 bits: shifts instead of division
-        shift = value_bits.bit_length() - 1
-        index, bit = positions >> shift, positions & (value_bits - 1)
-    else:
-        index, bit = positions // value_bits, positions % value_bits
     if p01 == p10:
         keep = draws < p01
     else:
+        index, bit = _code_and_bit(positions, value_bits)
         stored_codes = codes.reshape(-1).index_select(0, index.to(codes.device)).cpu()
         stored = (stored_codes.to(torch.int64) >> bit) & 1
         keep = draws < torch.where(stored.bool(), p10, p01)
-    if allowed_bits != 0xFF:
-        keep &= ((allowed_bits >> bit) & 1).bool()
-    index, values = index.masked_select(keep), _bit_values(bit.masked_select(keep))
-    mask = torch.zeros(codes.numel(), dtype=torch.uint8)
-    mask.index_add_(0, index, values)  # distinct bits of a code: OR
-    return mask.reshape(codes.shape).to(codes.device), index
+    flipped = positions.masked_select(keep)
+    index, bit = _code_and_bit(flipped, value_bits)
+    if allowed_bits & ((1 << value_bits) - 1) != (1 << value_bits) - 1:
+        allowed = ((allowed_bits >> bit) & 1).bool()
+        index, bit = index.masked_select(allowed), bit.masked_select(allowed)
+    return index, _bit_values(bit)
+
+
+def _code_and_bit(positions: torch.Tensor, value_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bit position -> (code index, bit of that code)."""
+    if value_bits & (value_bits - 1) == 0:  # 1, 2, 4 or 8 bits: shifts instead of division
+        return positions >> (value_bits.bit_length() - 1), positions & (value_bits - 1)
+    return positions // value_bits, positions % value_bits
+
+
+def dense_mask(numel: int, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Flat uint8 XOR mask of ``numel`` codes from :func:`candidate_flips`' (index, values)."""
+    mask = torch.zeros(numel, dtype=torch.uint8)
+    return mask.index_add_(0, index, values)  # distinct bits of a code: sum == OR
+
+
+def merge_flips(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index, values) with each code once, sorted, its bits ORed: a sparse mask. O(n) when
+    ``index`` is sorted already (as from :func:`flip_candidates` at low rates), else a sort."""
+    if len(index) > 1 and not bool((index[1:] >= index[:-1]).all()):
+        merged, group = torch.unique(index, sorted=True, return_inverse=True)
+    else:
+        new = torch.ones_like(index, dtype=torch.bool)
+        torch.ne(index[1:], index[:-1], out=new[1:])
+        merged, group = index.masked_select(new), new.cumsum(0).sub_(1)
+    combined = torch.zeros(len(merged), dtype=torch.uint8)
+    return merged, combined.index_add_(0, group, values)  # distinct bits: sum == OR

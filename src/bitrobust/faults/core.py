@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from bitrobust.bits import (
+    SORTED_BELOW,
     candidate_flips,
+    dense_mask,
     flip_candidates,
     flip_mask,
+    merge_flips,
     popcount,
     stable_seed,
     uniform_draws,
@@ -28,33 +31,94 @@ from bitrobust.errors import BitrobustError, check_rate
 from bitrobust.quant import QuantizedModel
 
 
+class SparseMask(NamedTuple):
+    """A mask kept sparse: the mask byte ``values[i]`` at flat index ``index[i]`` (sorted,
+    distinct), zero elsewhere; the dense mask has ``shape`` and lives on ``device``."""
+
+    index: torch.Tensor
+    values: torch.Tensor
+    shape: torch.Size
+    device: torch.device
+
+
+class SparseMasks(Mapping[str, torch.Tensor]):
+    """XOR masks by parameter name, each a tensor or a :class:`SparseMask`. A sparse one becomes
+    a dense tensor only when it is looked up (then kept), so a pattern of a few flips in a
+    large model never costs O(size) unless asked to."""
+
+    def __init__(self, masks: Mapping[str, torch.Tensor | SparseMask]) -> None:
+        self._masks = dict(masks)
+
+    def sparse(self, name: str) -> SparseMask | None:
+        """The mask of ``name`` if it is still sparse, else None."""
+        mask = self._masks[name]
+        return mask if isinstance(mask, SparseMask) else None
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        mask = self._masks[name]
+        if isinstance(mask, SparseMask):
+            dense = torch.zeros(mask.shape.numel(), dtype=torch.uint8)
+            dense.index_copy_(0, mask.index, mask.values)
+            mask = self._masks[name] = dense.reshape(mask.shape).to(mask.device)
+        return mask
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._masks
+
+
+SPARSE_MIN_CODES = 2**16
+"""A sampled mask of at least this many codes stays sparse (:class:`SparseMasks`) when the
+largest rate is below :data:`~bitrobust.bits.SORTED_BELOW`: its candidates come sorted, so
+merging the flips (O(flips)) costs less than clearing a dense mask (O(codes)). Chosen by
+measurement (``benchmarks/bench_sparse_sampling.py``)."""
+
+
 @dataclass(frozen=True, eq=False)
 class FaultPattern:
     """One sampled fault pattern.
 
     ``masks``: parameter name -> uint8 XOR mask on that parameter's codes (names may be a
-    subset). ``touched``: optionally, for a masked name, the flat indices of its nonzero mask
-    entries (sparse samplers know them), so that faulty weights cost O(flips) to decode.
-    ``datapath``: per-layer faults of an emulated accelerator's datapath, layer name -> the
-    fault its layers understand (see :mod:`bitrobust.hw`); empty for memory-only faults.
+    subset); a :class:`SparseMasks` keeps some of them sparse. ``touched``: optionally, for a
+    masked name, the flat indices of its nonzero mask entries (sparse samplers know them), so
+    that faulty weights cost O(flips) to decode. ``datapath``: per-layer faults of an emulated
+    accelerator's datapath, layer name -> the fault its layers understand (see
+    :mod:`bitrobust.hw`); empty for memory-only faults.
     """
 
     masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
     touched: Mapping[str, torch.Tensor] = field(default_factory=dict)
     datapath: Mapping[str, Any] = field(default_factory=dict)
 
-    def _checked_mask(self, qmodel: QuantizedModel, name: str) -> torch.Tensor:
+    def _sparse(self, name: str) -> SparseMask | None:
+        return self.masks.sparse(name) if isinstance(self.masks, SparseMasks) else None
+
+    def _check(self, qmodel: QuantizedModel, name: str) -> None:
+        """The mask of ``name`` fits ``qmodel``'s codes (without making a sparse mask dense)."""
         if name not in qmodel.tensors:
             raise BitrobustError(f"fault pattern names unknown parameter {name!r}")
-        qt, mask = qmodel.tensors[name], self.masks[name]
-        if mask.shape != qt.codes.shape or mask.dtype != torch.uint8:
+        qt, sparse = qmodel.tensors[name], self._sparse(name)
+        if sparse is None:
+            mask = self.masks[name]
+            shape, dtype, bytes_ = mask.shape, mask.dtype, mask
+        else:
+            shape, dtype, bytes_ = sparse.shape, sparse.values.dtype, sparse.values
+        if shape != qt.codes.shape or dtype != torch.uint8:
             raise ValueError(
                 f"mask for {name!r} must be uint8 of shape {tuple(qt.codes.shape)}, "
-                f"got {mask.dtype} {tuple(mask.shape)}"
+                f"got {dtype} {tuple(shape)}"
             )
-        if qt.protected_mask and bool((mask & qt.protected_mask).any()):
+        if qt.protected_mask and bool((bytes_ & qt.protected_mask).any()):
             raise ValueError(f"mask for {name!r} flips protected bits")
-        return mask.to(qt.codes.device)
+
+    def _checked_mask(self, qmodel: QuantizedModel, name: str) -> torch.Tensor:
+        self._check(qmodel, name)
+        return self.masks[name].to(qmodel.tensors[name].codes.device)
 
     def apply(self, qmodel: QuantizedModel) -> QuantizedModel:
         """A new quantized model with ``codes ^ mask`` for every masked parameter."""
@@ -65,14 +129,21 @@ class FaultPattern:
         return qmodel.with_codes(new_codes)
 
     def _flipped_values(
-        self, qmodel: QuantizedModel, name: str, mask: torch.Tensor
+        self, qmodel: QuantizedModel, name: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The touched flat indices of ``name`` and the faulty weights there (decoded)."""
-        qt = qmodel.tensors[name]
-        index = self.touched[name].to(qt.codes.device)
+        qt, sparse = qmodel.tensors[name], self._sparse(name)
+        device = qt.codes.device
+        if sparse is not None:
+            index, flips = sparse.index.to(device), sparse.values.to(device)
+        else:
+            index = self.touched[name].to(device)
+            flips = self.masks[name].to(device).reshape(-1).index_select(0, index)
         codes = qt.codes.reshape(-1).index_select(0, index)
-        codes ^= mask.reshape(-1).index_select(0, index)
-        return index, qt.decode(codes)
+        return index, qt.decode(codes.bitwise_xor_(flips))
+
+    def _is_sparse(self, name: str) -> bool:
+        return name in self.touched or self._sparse(name) is not None
 
     def parameters(self, qmodel: QuantizedModel) -> dict[str, torch.Tensor]:
         """The faulty float parameters, equal to ``self.apply(qmodel).dequantized()``.
@@ -82,12 +153,12 @@ class FaultPattern:
         """
         parameters = dict(qmodel.clean_parameters())
         for name in self.masks:
-            mask = self._checked_mask(qmodel, name)
+            self._check(qmodel, name)
             qt = qmodel.tensors[name]
-            if name not in self.touched:
-                parameters[name] = qt.decode(qt.codes ^ mask)
+            if not self._is_sparse(name):
+                parameters[name] = qt.decode(qt.codes ^ self.masks[name].to(qt.codes.device))
                 continue
-            index, values = self._flipped_values(qmodel, name, mask)
+            index, values = self._flipped_values(qmodel, name)
             if len(index) == 0:
                 continue
             flat = parameters[name].reshape(-1).clone()
@@ -108,21 +179,22 @@ class FaultPattern:
         through one set of weights, large models at low rates above all. Call the returned
         function before writing the next pattern.
         """
-        masks = {name: self._checked_mask(qmodel, name) for name in self.masks}
-        for name in masks:  # every check before the first write
+        for name in self.masks:  # every check before the first write
+            self._check(qmodel, name)
             shape = qmodel.tensors[name].codes.shape
             if name not in weights or weights[name].shape != shape:
                 got = tuple(weights[name].shape) if name in weights else "nothing"
                 raise ValueError(f"weights[{name!r}] must have shape {tuple(shape)}, got {got}")
         undo: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
         with torch.no_grad():
-            for name, mask in masks.items():
+            for name in self.masks:
                 qt, flat = qmodel.tensors[name], weights[name].view(-1)
-                if name not in self.touched:
+                if not self._is_sparse(name):
                     undo.append((flat, None, flat.clone()))
-                    flat.copy_(qt.decode(qt.codes ^ mask).reshape(-1))
+                    faulty = qt.decode(qt.codes ^ self.masks[name].to(qt.codes.device))
+                    flat.copy_(faulty.reshape(-1))
                     continue
-                index, values = self._flipped_values(qmodel, name, mask)
+                index, values = self._flipped_values(qmodel, name)
                 if len(index) == 0:
                     continue
                 undo.append((flat, index, flat.index_select(0, index)))
@@ -142,7 +214,12 @@ class FaultPattern:
     def num_flips(self) -> int:
         """Total number of flipped bits (counted where the mask is nonzero when known)."""
         total = 0
-        for name, mask in self.masks.items():
+        for name in self.masks:
+            sparse = self._sparse(name)
+            if sparse is not None:
+                total += int(popcount(sparse.values).sum())
+                continue
+            mask = self.masks[name]
             if name in self.touched:
                 index = torch.unique(self.touched[name]).to(mask.device)
                 total += int(popcount(mask.reshape(-1)[index]).sum())
@@ -340,7 +417,7 @@ class RandomBitErrors(FaultModel):
         for model in models:
             if model.at_rates(0, 0) != self.at_rates(0, 0):
                 raise BitrobustError(f"{model.name} differs from {self.name} in more than rates")
-        patterns: list[dict[str, torch.Tensor]] = [{} for _ in models]
+        patterns: list[dict[str, torch.Tensor | SparseMask]] = [{} for _ in models]
         touched: list[dict[str, torch.Tensor]] = [{} for _ in models]
         top = max((max(m.zero_to_one, m.one_to_zero) for m in models), default=0.0)
         for name, qt in qmodel.tensors.items():
@@ -348,34 +425,36 @@ class RandomBitErrors(FaultModel):
                 continue
             value_bits = 8 - bin(qt.protected_mask).count("1")
             allowed = self.allowed_bits(value_bits) & (0xFF ^ qt.protected_mask)
+            codes = qt.codes
             if top == 0.0 or allowed == 0:
                 for masks, where in zip(patterns, touched):
-                    masks[name] = torch.zeros_like(qt.codes)
+                    masks[name] = torch.zeros_like(codes)
                     where[name] = torch.empty(0, dtype=torch.int64)
                 continue
             if self.sampler == 1:
-                draws = uniform_draws(qt.codes.shape, stable_seed(seed, name), qt.codes.device)
+                draws = uniform_draws(codes.shape, stable_seed(seed, name), codes.device)
                 for model, masks in zip(models, patterns):
                     mask = flip_mask(
-                        qt.codes, draws, model.zero_to_one, model.one_to_zero, qt.protected_mask
+                        codes, draws, model.zero_to_one, model.one_to_zero, qt.protected_mask
                     )
                     masks[name] = mask & allowed
                 continue
             positions, uniforms = flip_candidates(
-                qt.codes.numel() * value_bits, top, stable_seed("sampler-2", seed, name)
+                codes.numel() * value_bits, top, stable_seed("sampler-2", seed, name)
             )
             for model, masks, where in zip(models, patterns, touched):
-                mask, index = candidate_flips(
-                    qt.codes,
-                    value_bits,
-                    positions,
-                    uniforms,
-                    model.zero_to_one,
-                    model.one_to_zero,
-                    allowed,
-                )
-                masks[name], where[name] = mask, index
-        return [FaultPattern(masks, where) for masks, where in zip(patterns, touched)]
+                index, values = candidate_flips(
+                    codes, value_bits, positions, uniforms,
+                    model.zero_to_one, model.one_to_zero, allowed,
+                )  # fmt: skip
+                if top < SORTED_BELOW and codes.numel() >= SPARSE_MIN_CODES:
+                    index, values = merge_flips(index, values)
+                    masks[name] = SparseMask(index, values, codes.shape, codes.device)
+                else:
+                    mask = dense_mask(codes.numel(), index, values)
+                    masks[name] = mask.reshape(codes.shape).to(codes.device)
+                where[name] = index
+        return [FaultPattern(SparseMasks(masks), where) for masks, where in zip(patterns, touched)]
 
 
 class StuckAtCells(FaultModel):
