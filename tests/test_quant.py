@@ -11,6 +11,7 @@ from torch import nn
 
 from bitrobust.errors import BitrobustError
 from bitrobust.quant import (
+    BINARY,
     EPSILON,
     PRESETS,
     QuantizedModel,
@@ -66,6 +67,26 @@ def test_codes_never_use_protected_bits(scheme, w):
 
 
 FIXED_POINT = [name for name in PRESETS if not QuantScheme.preset(name).affine]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    schemes() | st.sampled_from([BINARY, *(QuantScheme.preset(name) for name in PRESETS)]), weights
+)
+def test_decoding_by_table_is_the_elementwise_decode(scheme, w):
+    """Many codes are decoded through a 256-entry table: bit for bit the direct arithmetic."""
+    from bitrobust import quant
+
+    qt = quantize(w, scheme)
+    codes = torch.randint(0, 256, (quant.DECODE_BY_TABLE_ABOVE + 77,), dtype=torch.uint8)
+    by_table = qt.decode(codes)
+    assert "_table" in qt.__dict__
+    direct = qt._decode_values(codes)
+    assert by_table.dtype == direct.dtype == torch.float32
+    assert torch.equal(by_table.view(torch.int32), direct.view(torch.int32))  # -0.0 too
+    again = qt.with_codes(qt.codes ^ 1)  # shares the table: same scheme, scale and range
+    assert again.__dict__["_table"] is qt.__dict__["_table"]
+    assert torch.equal(again.decode(codes[:5]), direct[:5])
 
 
 @pytest.mark.parametrize("bits", range(2, 9))

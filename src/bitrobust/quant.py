@@ -230,6 +230,11 @@ def _check_w_max(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+DECODE_BY_TABLE_ABOVE = 1024
+""":meth:`QuantizedTensor.decode` looks more codes than this up in a table (measured: a table
+costs about as much as decoding a thousand codes directly)."""
+
+
 @dataclass(frozen=True, eq=False)
 class QuantizedTensor:
     """Stored codes of one tensor and what dequantizes them.
@@ -282,7 +287,21 @@ class QuantizedTensor:
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Float32 weights that ``codes`` (any shape, e.g. a few faulty codes of this tensor)
-        stand for under this tensor's scheme, scale and range: the one decode."""
+        stand for under this tensor's scheme, scale and range: the one decode.
+
+        Many codes are looked up in a 256-entry table of :meth:`_decode_values` (the same
+        numbers, elementwise, in one gather instead of eight passes)."""
+        if codes.numel() <= DECODE_BY_TABLE_ABOVE:
+            return self._decode_values(codes)
+        table = self.__dict__.get("_table")
+        if table is None or table.device != codes.device:
+            every_code = torch.arange(256, dtype=torch.uint8, device=codes.device)
+            table = self._decode_values(every_code)
+            object.__setattr__(self, "_table", table)
+        index = codes.reshape(-1).to(torch.int32)
+        return table.index_select(0, index).reshape(codes.shape)
+
+    def _decode_values(self, codes: torch.Tensor) -> torch.Tensor:
         if self.scheme.affine:  # the operand as the multiplier sees it: no clamp
             return (_decode(codes, self.scheme, self.zero_point) * self.scale).to(torch.float32)
         values = _decode(codes, self.scheme).to(torch.float32) * self.scale
@@ -296,7 +315,10 @@ class QuantizedTensor:
         """The same tensor with other codes (for example after bit flips)."""
         if codes.shape != self.codes.shape:
             raise ValueError(f"codes shape {tuple(codes.shape)} != {tuple(self.codes.shape)}")
-        return dataclasses.replace(self, codes=codes)
+        new = dataclasses.replace(self, codes=codes)
+        if "_table" in self.__dict__:  # the same scheme, scale and range: the same table
+            object.__setattr__(new, "_table", self.__dict__["_table"])
+        return new
 
 
 def quantize(tensor: torch.Tensor, scheme: QuantScheme) -> QuantizedTensor:
