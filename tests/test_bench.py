@@ -32,8 +32,10 @@ def changed_fraction(faulty: dict, clean: dict) -> float:
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)
-@pytest.mark.parametrize("p", [0.01, 0.001])
+@pytest.mark.parametrize("p", [0.1, 0.01, 0.001])
 def test_each_contender_faults_weights_at_the_expected_rate(small_mlp, contender, p):
+    if contender == "pytorchfi" and p > 0.05:
+        pytest.skip("positions with replacement cancel about p/2 of the flips; not run at 10 %")
     if contender in ("pytorchfi", "mrfi"):
         pytest.importorskip(contender)
     model, qmodel = small_mlp

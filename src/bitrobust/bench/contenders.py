@@ -12,7 +12,8 @@ fault-free weights in the same representation, so a test can check that each doe
   uniform bit positions (with replacement: a repeated position cancels), XOR masks accumulated
   with ``np.bitwise_xor.at``, and only the touched weights decoded, through a 256-entry table
   of rquant's dequantization, into one reused set of float weights after restoring the
-  previous pattern's touched weights (O(flips), as bitrobust).
+  previous pattern's touched weights (O(flips), as bitrobust). From p = 5 % on, one float32
+  draw per bit packed into masks (``np.packbits``) instead of positions.
 - ``pytorchfi`` (0.6.0): has no weight bit-flip model, only ``declare_weight_fi`` with a value or a
   per-weight function. Its closest mode: the same binomial count and positions, handed over as
   index lists with a function that re-quantizes the weight to its rquant code, flips the bit and
@@ -46,13 +47,16 @@ from bitrobust.quant import QuantizedModel, QuantScheme
 
 BITS = 8
 SCHEME_NAME = "rquant"
+DENSE_LIMIT_FROM = 0.05
+"""From this rate the limit draws one float32 per bit (exact, and cheaper than positions: a
+repeated position cancels, about p/2 of the flips, which is negligible only at low rates)."""
 PEER_TOOLS = ("pytorchfi", "mrfi")
 NOTES = {
     "bitrobust": "rquant codes of all trainable parameters, one Bernoulli(p) per stored bit; "
     "written into one reused set of weights, the previous pattern restored (O(flips))",
-    "limit": "numpy: binomial count + uniform bit positions, XOR into the rquant codes, "
-    "decode the touched weights by table into one reused set of weights, the previous "
-    "pattern restored (O(flips))",
+    "limit": "numpy: binomial count + uniform bit positions (from p = 5 %: one float32 draw per "
+    "bit, packed), XOR into the rquant codes, decode the touched weights by table into one "
+    "reused set of weights, the previous pattern restored (O(flips))",
     "pytorchfi": "declare_weight_fi with a per-weight int8 flip function, Python loop per "
     "fault, deep copy; weights only (no bias faults)",
     "mrfi": "int8 SymmericQuantization + RandomPositionByRate(-8 ln(1-p)) + IntRandomBitFlip "
@@ -141,6 +145,14 @@ class LimitInjector(Injector):
             weights = self.weights[name]
             if name in self.touched:  # the previous pattern's weights back to clean
                 weights[self.touched[name]] = clean[self.touched[name]]
+            if self.p >= DENSE_LIMIT_FROM:  # one draw per bit, packed into XOR masks
+                bits = rng.random((codes.size, BITS), dtype=np.float32) < self.p
+                masks = np.packbits(bits, axis=1, bitorder="little").reshape(-1)
+                index = np.flatnonzero(masks)
+                weights[index] = table[codes[index] ^ masks[index]]
+                self.touched[name] = index
+                out[name] = torch.from_numpy(weights).view(shape)
+                continue
             stored_bits = codes.size * BITS
             positions = rng.integers(0, stored_bits, rng.binomial(stored_bits, self.p))
             index = positions // BITS

@@ -27,6 +27,7 @@ class Target:
 TARGETS = (
     Target("inject_p1", "limit", "cost", 2.0, "injection at p = 1 %: ≤ 2× the bare limit"),
     Target("inject_p1", "pytorchfi", "speed-up", 100.0, "injection at p = 1 %: ≥ 100× PyTorchFI"),
+    Target("inject_p10", "mrfi", "speed-up", 3.0, "injection at p = 10 %: ≥ 3× MRFI"),
     Target("inject_p1", "mrfi", "speed-up", 3.0, "injection at p = 1 %: ≥ 3× MRFI"),
     Target("inject_p0.1", "mrfi", "speed-up", 3.0, "injection at p = 0.1 %: ≥ 3× MRFI"),
     Target("inject_p0.01", "mrfi", "speed-up", 3.0, "injection at p = 0.01 %: ≥ 3× MRFI"),

@@ -361,6 +361,7 @@ def all_tasks() -> dict[str, Task]:
     """Every task by name, in the order they run."""
     everyone = ("bitrobust", "limit", *peers.PEER_TOOLS)
     tasks = [
+        inject_task("inject_p10", 0.1, ("bitrobust", "limit", "mrfi")),  # PyTorchFI: ~1 min
         inject_task("inject_p1", 0.01, everyone),
         inject_task("inject_p0.1", 0.001, everyone),
         inject_task("inject_p0.01", 0.0001, everyone),
