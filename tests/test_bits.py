@@ -112,7 +112,7 @@ def test_flip_mask_rejects_bad_rates():
 @pytest.mark.parametrize("value_bits,rate", [(8, 0.01), (4, 0.2), (2, 0.5), (8, 1.0), (8, 0.0)])
 def test_sparse_flip_mask_rate_and_protected_bits(value_bits, rate):
     """Sparse sampling: flip count within 5 sigma of n·p, never outside the low value bits."""
-    from bitrobust.bits import popcount, sparse_flip_mask
+    from bitrobust.bits import popcount, sparse_flip_mask, sparse_flips
 
     shape = (300, 70)
     mask = sparse_flip_mask(shape, value_bits, rate, torch.Generator().manual_seed(3))
@@ -123,6 +123,9 @@ def test_sparse_flip_mask_rate_and_protected_bits(value_bits, rate):
     assert abs(flips - n * rate) <= 5 * (n * rate * (1 - rate)) ** 0.5 + 1e-9
     again = sparse_flip_mask(shape, value_bits, rate, torch.Generator().manual_seed(3))
     assert torch.equal(mask, again)
+    index, values = sparse_flips(shape, value_bits, rate, torch.Generator().manual_seed(3))
+    flat = mask.reshape(-1)  # the same draws, kept sparse: sorted indices of the nonzero bytes
+    assert torch.equal(index, torch.nonzero(flat).squeeze(1)) and torch.equal(values, flat[index])
 
 
 def test_sparse_flip_mask_is_uniform_over_bit_positions():

@@ -81,10 +81,14 @@ class RecordingRandBET(RandBET):
         super().__init__(*args, **kwargs)
         self.seen: list[dict[str, torch.Tensor]] = []
 
-    def flip_masks(self, step: int) -> dict[str, torch.Tensor]:
-        masks = super().flip_masks(step)
-        self.seen.append({name: mask.clone() for name, mask in masks.items()})
-        return masks
+    def flips(self, step: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        flips = super().flips(step)
+        masks = {}
+        for name, (index, values) in flips.items():  # as flip_masks gives them: dense
+            mask = torch.zeros(self._quantized[name][0].codes.numel(), dtype=torch.uint8)
+            masks[name] = mask.index_copy_(0, index, values)
+        self.seen.append(masks)
+        return flips
 
 
 def train_recording(fixed_pattern_seed: int | None) -> tuple[torch.nn.Module, RecordingRandBET]:

@@ -17,6 +17,7 @@ import math
 import operator
 import sys
 
+import numpy as np
 import torch
 
 from bitrobust.errors import check_bits, check_rate
@@ -151,25 +152,34 @@ def sparse_flip_mask(
     small rates (e.g. RandBET's fresh pattern every training step); but the same generator state
     at two rates does not give nested patterns, so evaluation sweeps use :func:`flip_mask`.
     """
+    index, values = sparse_flips(shape, value_bits, rate, generator)
+    mask = torch.zeros(math.prod(shape), dtype=torch.uint8)
+    return mask.index_copy_(0, index, values).reshape(tuple(shape))
+
+
+def sparse_flips(
+    shape: tuple[int, ...] | torch.Size,
+    value_bits: int,
+    rate: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sparse_flip_mask` as (sorted distinct flat code indices, their mask bytes): the
+    same draws, without the O(codes) mask."""
     check_rate(rate, "bit error rate")
-    n_codes = math.prod(shape)
-    n_bits = n_codes * value_bits
-    mask = torch.zeros(n_codes, dtype=torch.int32)
-    if n_bits and rate > 0:
-        if rate > 0.05:  # dense regime: one draw per bit is cheaper than drawing positions
-            chosen = torch.nonzero(torch.rand(n_bits, generator=generator) < rate).squeeze(1)
-        else:
-            trials, probability = torch.tensor(float(n_bits)), torch.tensor(float(rate))
-            count = int(torch.binomial(trials, probability, generator))
-            chosen = torch.empty(0, dtype=torch.int64)
-            while len(chosen) < count:  # distinct positions; few rounds as count << n_bits
-                draw = torch.randint(n_bits, (count - len(chosen),), generator=generator)
-                chosen = torch.unique(torch.cat([chosen, draw]))
-            if len(chosen) > count:
-                chosen = chosen[torch.randperm(len(chosen), generator=generator)[:count]]
-        powers = torch.ones_like(chosen, dtype=torch.int32) << (chosen % value_bits).to(torch.int32)
-        mask.index_add_(0, chosen // value_bits, powers)  # positions are distinct: sum == OR
-    return mask.to(torch.uint8).reshape(tuple(shape))
+    n_bits = math.prod(shape) * value_bits
+    if not n_bits or rate <= 0:
+        return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.uint8)
+    if rate > 0.05:  # dense regime: one draw per bit is cheaper than drawing positions
+        chosen = torch.nonzero(torch.rand(n_bits, generator=generator) < rate).squeeze(1)
+    else:
+        trials, probability = torch.tensor(float(n_bits)), torch.tensor(float(rate))
+        count = int(torch.binomial(trials, probability, generator))
+        chosen = torch.empty(0, dtype=torch.int64)
+        while len(chosen) < count:  # distinct positions; few rounds as count << n_bits
+            draw = torch.randint(n_bits, (count - len(chosen),), generator=generator)
+            chosen = sorted_distinct(torch.cat([chosen, draw]))
+    index, bit = _code_and_bit(chosen, value_bits)
+    return merge_flips(index, _bit_values(bit))  # sorted: O(flips)
 
 
 # -- sampling in O(flips) -------------------------------------------------------------------------
@@ -330,14 +340,23 @@ def flip_candidates(num_bits: int, max_rate: float, seed: int) -> tuple[torch.Te
         return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64)
     if len(positions) == 1:  # one large level, or the small levels (repeats: NEVER)
         return positions[0], draws[0]
-    all_positions, all_draws = torch.cat(positions), torch.cat(draws)
     if not by_sorting:
-        return all_positions, all_draws
+        return torch.cat(positions), torch.cat(draws)
+    all_positions, all_draws = torch.cat(positions), torch.cat(draws)
     # Level order is draw order: of equal positions, a stable sort keeps the first drawn.
     all_positions, order = torch.sort(all_positions, stable=True)
     first = torch.ones_like(all_positions, dtype=torch.bool)
     torch.ne(all_positions[1:], all_positions[:-1], out=first[1:])
     return all_positions.masked_select(first), all_draws.index_select(0, order.masked_select(first))
+
+
+def sorted_distinct(values: torch.Tensor) -> torch.Tensor:
+    """``torch.unique(values)`` (sorted distinct values) of a CPU integer tensor, by numpy's
+    sort, several times faster than torch's on CPU."""
+    ordered = np.sort(values.numpy())
+    keep = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return torch.from_numpy(ordered[keep])
 
 
 _ONE = torch.ones((), dtype=torch.uint8)
@@ -399,10 +418,10 @@ def merge_flips(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor
     """(index, values) with each code once, sorted, its bits ORed: a sparse mask. O(n) when
     ``index`` is sorted already (as from :func:`flip_candidates` at low rates), else a sort."""
     if len(index) > 1 and not bool((index[1:] >= index[:-1]).all()):
-        merged, group = torch.unique(index, sorted=True, return_inverse=True)
-    else:
-        new = torch.ones_like(index, dtype=torch.bool)
-        torch.ne(index[1:], index[:-1], out=new[1:])
-        merged, group = index.masked_select(new), new.cumsum(0).sub_(1)
+        order = torch.from_numpy(np.argsort(index.numpy()))
+        index, values = index.index_select(0, order), values.index_select(0, order)
+    new = torch.ones_like(index, dtype=torch.bool)
+    torch.ne(index[1:], index[:-1], out=new[1:])
+    merged, group = index.masked_select(new), new.cumsum(0).sub_(1)
     combined = torch.zeros(len(merged), dtype=torch.uint8)
     return merged, combined.index_add_(0, group, values)  # distinct bits: sum == OR

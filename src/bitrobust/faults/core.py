@@ -24,6 +24,7 @@ from bitrobust.bits import (
     flip_mask,
     merge_flips,
     popcount,
+    sorted_distinct,
     stable_seed,
     uniform_draws,
 )
@@ -221,7 +222,7 @@ class FaultPattern:
                 continue
             mask = self.masks[name]
             if name in self.touched:
-                index = torch.unique(self.touched[name]).to(mask.device)
+                index = sorted_distinct(self.touched[name].cpu()).to(mask.device)
                 total += int(popcount(mask.reshape(-1)[index]).sum())
             else:
                 total += int(popcount(mask).sum())
@@ -237,7 +238,7 @@ class FaultPattern:
         for name in masks:  # sparse only where every part that masks the name is sparse
             parts = [part.touched.get(name) for part in (self, other) if name in part.masks]
             if all(indices is not None for indices in parts):
-                touched[name] = torch.unique(torch.cat(parts))  # type: ignore[arg-type]
+                touched[name] = sorted_distinct(torch.cat(parts))  # type: ignore[arg-type]
         clash = sorted(set(self.datapath) & set(other.datapath))
         if clash:
             raise BitrobustError(f"two datapath faults on layer(s) {', '.join(clash)}")

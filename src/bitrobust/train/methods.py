@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from bitrobust.bits import sparse_flip_mask, stable_seed
+from bitrobust.bits import sparse_flip_mask, sparse_flips, stable_seed
 from bitrobust.bnn.training import random_sign_flips
 from bitrobust.errors import BitrobustError
 from bitrobust.faults import FaultModel, FaultPattern, RandomBitErrors
@@ -195,11 +195,11 @@ class RandBET(Clipping):
         self.perturb = False  # the curriculum's "population": starts off
         self.scheme: QuantScheme | None = None
         self._quantized: dict[str, tuple[QuantizedTensor, torch.Tensor]] = {}
-        self._fixed_masks: dict[str, torch.Tensor] | None = None
+        self._fixed_flips: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def start(self, model: nn.Module, scheme: QuantScheme) -> None:
         self.scheme = scheme
-        self._fixed_masks = None
+        self._fixed_flips = None
         super().start(model, scheme)
 
     def parameters_for_step(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
@@ -223,15 +223,28 @@ class RandBET(Clipping):
         """Parameter name -> flat uint8 XOR mask of this step's bit errors on its codes: a fresh
         pattern seeded by ``seed`` and ``step``, or the one fixed pattern of
         ``fixed_pattern_seed``. Call after :meth:`parameters_for_step`."""
+        masks = {}
+        for name, (index, values) in self.flips(step).items():
+            mask = torch.zeros(self._quantized[name][0].codes.numel(), dtype=torch.uint8)
+            masks[name] = mask.index_copy_(0, index, values)
+        return masks
+
+    def flips(self, step: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`flip_masks` kept sparse: name -> (sorted flat code indices, mask bytes)."""
         if self.fixed_pattern_seed is not None:
-            if self._fixed_masks is None:  # value independent (symmetric rate): sample once
-                self._fixed_masks = self._sample_fixed_masks(self.fixed_pattern_seed)
-            return self._fixed_masks
+            if self._fixed_flips is None:  # value independent (symmetric rate): sample once
+                masks = self._sample_fixed_masks(self.fixed_pattern_seed)
+                self._fixed_flips = {
+                    name: (index, mask.index_select(0, index))
+                    for name, mask in masks.items()
+                    for index in [torch.nonzero(mask).squeeze(1)]
+                }
+            return self._fixed_flips
         generator = torch.Generator().manual_seed(stable_seed("randbet", self.seed, step))
         return {
-            name: sparse_flip_mask(
+            name: sparse_flips(
                 quantized.shape, quantized.scheme.bits, self.bit_error_rate, generator
-            ).reshape(-1)
+            )
             for name, (quantized, _) in self._quantized.items()
         }
 
@@ -248,14 +261,13 @@ class RandBET(Clipping):
         """This step's weights with its bit error pattern (:meth:`flip_masks`), clamped to
         ±w_max: the clean values with only the flipped elements decoded again.
         Call after :meth:`parameters_for_step`; the result carries no gradient."""
-        masks = self.flip_masks(step)
+        flips_by_name = self.flips(step)
         params = dict(model.named_parameters())
         perturbed = {}
         for name, (quantized, values) in self._quantized.items():
             param = params[name].detach()
-            mask = masks[name]
-            flipped = torch.nonzero(mask).squeeze(1)
-            flips, flipped = mask[flipped].to(values.device), flipped.to(values.device)
+            flipped, flips = flips_by_name[name]
+            flips, flipped = flips.to(values.device), flipped.to(values.device)
             codes = quantized.codes.reshape(-1)[flipped] ^ flips
             faulty = replace(quantized, codes=codes).dequantize().to(values.dtype)
             # Dequantized values lie in [low, high]: clamp only when that exceeds ±w_max.
