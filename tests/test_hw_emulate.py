@@ -272,6 +272,28 @@ def test_emulated_conv_with_exact_table_is_integer_conv(signed, conv_args, gathe
     assert torch.allclose(out, conv(x), atol=0.2)
 
 
+@pytest.mark.parametrize("signed", SIGNS)
+@pytest.mark.parametrize(
+    ("channels", "conv_args"),
+    [
+        (16, {"kernel_size": 3, "padding": 1}),
+        (1, {"kernel_size": 5, "padding": 2}),
+        (6, {"kernel_size": (3, 2), "padding": (2, 1), "stride": 2, "dilation": (1, 2)}),
+    ],
+)
+def test_convolution_window_sums_equal_the_row_sums(signed, channels, conv_args):
+    """The zero-point term of a convolution comes from a float convolution with a ones kernel:
+    exactly the sums of the GEMM rows (integers far below 2^24)."""
+    torch.manual_seed(3)
+    layer = EmulatedConv2d.from_conv(nn.Conv2d(channels, 8, **conv_args), exact(signed))
+    codes = torch.randint(0, 256, (5, channels, 13, 11), dtype=torch.uint8)
+    for zero in (0, 77, 200):
+        rows = layer.activation_rows(codes, zero)
+        values = rows.view(torch.int8) if signed else rows
+        expected = values.sum(dim=1, dtype=torch.int32)
+        assert torch.equal(layer.activation_sums(codes, zero), expected)
+
+
 def test_calibrated_range_and_straight_through_gradient():
     torch.manual_seed(8)
     layer = EmulatedLinear.from_linear(nn.Linear(4, 3), exact(False))

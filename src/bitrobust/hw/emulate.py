@@ -319,12 +319,15 @@ def integer_gemm(
     act_zero: int = 0,
     weight_zero: int = 0,
     fault: LayerFault | None = None,
+    act_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Σ_k (value(a) − z_a)(value(w) − z_w)`` (int32, R×M) with only a·w from the table.
 
     Values are the decoded operand patterns (int8 when the multiplier is signed); the zero-point
     terms are exact. Faults act on the table products / partial sums only; bypassed MACs
-    (``fault.bypass``) are left out of the sum and of the correction terms.
+    (``fault.bypass``) are left out of the sum and of the correction terms. ``act_sums``: each
+    row's ``Σ_k value(a)`` (R, int32) where the caller has it cheaper (a convolution's rows
+    overlap), else summed from ``act``.
     """
     raw = lut_matmul(act, weight, multiplier, fault)
     if fault is not None and fault.bypass and (act_zero != 0 or weight_zero != 0):
@@ -333,11 +336,14 @@ def integer_gemm(
         return raw
     signed = multiplier.signed
     K = act.shape[1]
-    # summed straight from the bytes (int8 view when signed): no R×K int32 copy
-    act_sum = (act.view(torch.int8) if signed else act).sum(dim=1, dtype=torch.int32)[:, None]
-    weight_sum = decode(weight, signed).sum(dim=0, dtype=torch.int32).unsqueeze(0)  # (1, M)
-    correction = K * act_zero * weight_zero
-    return raw - weight_zero * act_sum - act_zero * weight_sum + correction
+    if weight_zero != 0:
+        if act_sums is None:  # summed straight from the bytes (int8 view when signed)
+            act_sums = (act.view(torch.int8) if signed else act).sum(dim=1, dtype=torch.int32)
+        raw = raw - weight_zero * act_sums[:, None]
+    if act_zero != 0:
+        weight_sum = decode(weight, signed).sum(dim=0, dtype=torch.int32).unsqueeze(0)  # (1, M)
+        raw = raw - act_zero * weight_sum
+    return raw + K * act_zero * weight_zero
 
 
 def _kept_corrections(

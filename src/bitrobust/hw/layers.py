@@ -165,7 +165,10 @@ class EmulatedLayer(nn.Module):
             raise ValueError(f"fault mask {tuple(fault.mask.shape)} != GEMM {self.gemm_shape}")
         if fault is not None and fault.mask.device != rows.device:
             fault = dataclasses.replace(fault, mask=fault.mask.to(rows.device))
-        acc = integer_gemm(rows, self.weight_codes, self.multiplier, zero, self.weight_zero, fault)
+        sums = self.activation_sums(codes, zero) if self.weight_zero != 0 else None
+        acc = integer_gemm(
+            rows, self.weight_codes, self.multiplier, zero, self.weight_zero, fault, sums
+        )
         out = self.output_from_rows(acc.to(torch.float32) * (scale * self.weight_scale), x)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             reference = self.float_forward(x)
@@ -175,6 +178,11 @@ class EmulatedLayer(nn.Module):
     def activation_rows(self, codes: torch.Tensor, zero: int) -> torch.Tensor:
         """Input codes → GEMM rows (R×K uint8)."""
         raise NotImplementedError
+
+    def activation_sums(self, codes: torch.Tensor, zero: int) -> torch.Tensor | None:
+        """Each GEMM row's sum of operand values (R, int32), where cheaper than summing the
+        rows; None: :func:`integer_gemm` sums the rows."""
+        return None
 
     def output_from_rows(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """GEMM output (R×M float) → layer output with bias."""
@@ -249,21 +257,43 @@ class EmulatedConv2d(EmulatedLayer):
     def activation_rows(self, codes: torch.Tensor, zero: int) -> torch.Tensor:
         if codes.ndim != 4:
             raise BitrobustError(f"Conv2d input must be (N, C, H, W), got {tuple(codes.shape)}")
-        kernel = tuple(self.weight.shape[2:])
+        (kh, kw), (ph, pw) = tuple(self.weight.shape[2:]), self.padding
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        planes = F.pad(codes, (pw, pw, ph, ph), value=zero & 0xFF) if ph or pw else codes
+        oh, ow = self.output_size(codes.shape[2], codes.shape[3])
+        # im2col on the uint8 codes, one strided copy per kernel offset: rows in F.unfold's
+        # (C, kh, kw) order
+        source = planes.permute(0, 2, 3, 1)  # (N, H, W, C), a view
+        shape = (codes.shape[0], oh, ow, codes.shape[1], kh, kw)
+        rows = torch.empty(shape, dtype=torch.uint8, device=codes.device)
+        for i in range(kh):
+            for j in range(kw):
+                top, left = i * dh, j * dw
+                rows[..., i, j] = source[
+                    :, top : top + sh * (oh - 1) + 1 : sh, left : left + sw * (ow - 1) + 1 : sw
+                ]
+        return rows.view(-1, codes.shape[1] * kh * kw)
+
+    def activation_sums(self, codes: torch.Tensor, zero: int) -> torch.Tensor | None:
+        """The window sums in float (a box sum, or a convolution with a ones kernel): exact
+        while every sum fits float32's 24-bit mantissa, and far cheaper than summing the
+        overlapping rows."""
+        kernel_size = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
+        if codes.ndim != 4 or 255 * kernel_size >= 2**24:
+            return None
+        values = codes.view(torch.int8) if self.multiplier.signed else codes
+        planes = values.to(torch.float32)
         ph, pw = self.padding
-        if self.dilation == (1, 1):  # im2col on the uint8 codes: windows as views, one copy
-            planes = codes
-            if ph or pw:
-                planes = F.pad(planes, (pw, pw, ph, ph), value=zero & 0xFF)
-            (kh, kw), (sh, sw) = kernel, self.stride
-            windows = planes.unfold(2, kh, sh).unfold(3, kw, sw)  # (N, C, OH, OW, kh, kw)
-            rows = windows.permute(0, 2, 3, 1, 4, 5)  # (N, OH, OW, C, kh, kw): F.unfold's order
-            return rows.reshape(-1, codes.shape[1] * kh * kw)
-        planes = codes.to(torch.float32)
-        if ph or pw:
-            planes = F.pad(planes, (pw, pw, ph, ph), value=float(zero & 0xFF))
-        columns = F.unfold(planes, kernel, dilation=self.dilation, stride=self.stride)
-        return columns.transpose(1, 2).reshape(-1, columns.shape[1]).to(torch.uint8)
+        if ph or pw:  # padded with the zero point's code, as the rows
+            pad_value = float(torch.tensor(zero & 0xFF, dtype=torch.uint8).view(values.dtype))
+            planes = F.pad(planes, (pw, pw, ph, ph), value=pad_value)
+        if self.dilation == (1, 1):  # channels first, then a box sum: cheaper than the conv
+            planes, kernel = planes.sum(1, keepdim=True), tuple(self.weight.shape[2:])
+            sums = F.avg_pool2d(planes, kernel, self.stride, divisor_override=1)
+        else:
+            ones = planes.new_ones((1, *self.weight.shape[1:]))
+            sums = F.conv2d(planes, ones, stride=self.stride, dilation=self.dilation)
+        return sums.reshape(-1).to(torch.int32)  # (N, 1, OH, OW): the rows' order
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Spatial size of the output for an input of ``height`` × ``width``."""
