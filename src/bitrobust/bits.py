@@ -153,8 +153,7 @@ def sparse_flip_mask(
     at two rates does not give nested patterns, so evaluation sweeps use :func:`flip_mask`.
     """
     index, values = sparse_flips(shape, value_bits, rate, generator)
-    mask = torch.zeros(math.prod(shape), dtype=torch.uint8)
-    return mask.index_copy_(0, index, values).reshape(tuple(shape))
+    return dense_mask(math.prod(shape), index, values).reshape(tuple(shape))
 
 
 def sparse_flips(
@@ -409,7 +408,8 @@ def _code_and_bit(positions: torch.Tensor, value_bits: int) -> tuple[torch.Tenso
 
 
 def dense_mask(numel: int, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Flat uint8 XOR mask of ``numel`` codes from :func:`candidate_flips`' (index, values)."""
+    """Flat uint8 XOR mask of ``numel`` codes from sparse (index, values), e.g. those of
+    :func:`candidate_flips` (a code once per flipped bit) or of :func:`merge_flips`."""
     mask = torch.zeros(numel, dtype=torch.uint8)
     return mask.index_add_(0, index, values)  # distinct bits of a code: sum == OR
 

@@ -149,17 +149,13 @@ class LimitInjector(Injector):
                 bits = rng.random((codes.size, BITS), dtype=np.float32) < self.p
                 masks = np.packbits(bits, axis=1, bitorder="little").reshape(-1)
                 index = np.flatnonzero(masks)
-                weights[index] = table[codes[index] ^ masks[index]]
-                self.touched[name] = index
-                out[name] = torch.from_numpy(weights).view(shape)
-                continue
-            stored_bits = codes.size * BITS
-            positions = rng.integers(0, stored_bits, rng.binomial(stored_bits, self.p))
-            index = positions // BITS
-            touched = codes[index]  # repeated indices: XOR-accumulate on a scatter copy
-            faulty_codes = np.zeros(codes.size, np.uint8)
-            np.bitwise_xor.at(faulty_codes, index, (1 << (positions % BITS)).astype(np.uint8))
-            weights[index] = table[touched ^ faulty_codes[index]]
+            else:
+                stored_bits = codes.size * BITS
+                positions = rng.integers(0, stored_bits, rng.binomial(stored_bits, self.p))
+                index = positions // BITS  # repeated indices: XOR-accumulate on a scatter copy
+                masks = np.zeros(codes.size, np.uint8)
+                np.bitwise_xor.at(masks, index, (1 << (positions % BITS)).astype(np.uint8))
+            weights[index] = table[codes[index] ^ masks[index]]
             self.touched[name] = index
             out[name] = torch.from_numpy(weights).view(shape)
         return out

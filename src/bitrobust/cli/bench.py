@@ -12,8 +12,7 @@ from bitrobust.errors import BitrobustError
 
 TASK_NAMES = (
     "inject_p10, inject_p1, inject_p0.1, inject_p0.01, inject_p0.01_10M, campaign100, "
-    "approx_lenet5, "
-    "approx_mlp, accumulator_lenet5, accumulator_mlp, randbet_epoch"
+    "approx_lenet5, approx_mlp, accumulator_lenet5, accumulator_mlp, randbet_epoch"
 )
 INSTALL = "pip install --no-deps mrfi==2.1.0 pytorchfi==0.6.0 && pip install pyyaml scipy"
 

@@ -58,8 +58,7 @@ class SparseMasks(Mapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         mask = self._masks[name]
         if isinstance(mask, SparseMask):
-            dense = torch.zeros(mask.shape.numel(), dtype=torch.uint8)
-            dense.index_copy_(0, mask.index, mask.values)
+            dense = dense_mask(mask.shape.numel(), mask.index, mask.values)
             mask = self._masks[name] = dense.reshape(mask.shape).to(mask.device)
         return mask
 
@@ -143,6 +142,11 @@ class FaultPattern:
         codes = qt.codes.reshape(-1).index_select(0, index)
         return index, qt.decode(codes.bitwise_xor_(flips))
 
+    def _decoded(self, qmodel: QuantizedModel, name: str) -> torch.Tensor:
+        """All faulty weights of ``name`` from its dense mask (checked already)."""
+        qt = qmodel.tensors[name]
+        return qt.decode(qt.codes ^ self.masks[name].to(qt.codes.device))
+
     def _is_sparse(self, name: str) -> bool:
         return name in self.touched or self._sparse(name) is not None
 
@@ -157,7 +161,7 @@ class FaultPattern:
             self._check(qmodel, name)
             qt = qmodel.tensors[name]
             if not self._is_sparse(name):
-                parameters[name] = qt.decode(qt.codes ^ self.masks[name].to(qt.codes.device))
+                parameters[name] = self._decoded(qmodel, name)
                 continue
             index, values = self._flipped_values(qmodel, name)
             if len(index) == 0:
@@ -189,11 +193,10 @@ class FaultPattern:
         undo: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
         with torch.no_grad():
             for name in self.masks:
-                qt, flat = qmodel.tensors[name], weights[name].view(-1)
+                flat = weights[name].view(-1)
                 if not self._is_sparse(name):
                     undo.append((flat, None, flat.clone()))
-                    faulty = qt.decode(qt.codes ^ self.masks[name].to(qt.codes.device))
-                    flat.copy_(faulty.reshape(-1))
+                    flat.copy_(self._decoded(qmodel, name).reshape(-1))
                     continue
                 index, values = self._flipped_values(qmodel, name)
                 if len(index) == 0:

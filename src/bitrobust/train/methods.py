@@ -34,13 +34,12 @@ Which parameters are quantized (and projected) is decided per parameter by
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from bitrobust.bits import sparse_flip_mask, sparse_flips, stable_seed
+from bitrobust.bits import dense_mask, sparse_flip_mask, sparse_flips, stable_seed
 from bitrobust.bnn.training import random_sign_flips
 from bitrobust.errors import BitrobustError
 from bitrobust.faults import FaultModel, FaultPattern, RandomBitErrors
@@ -223,11 +222,10 @@ class RandBET(Clipping):
         """Parameter name -> flat uint8 XOR mask of this step's bit errors on its codes: a fresh
         pattern seeded by ``seed`` and ``step``, or the one fixed pattern of
         ``fixed_pattern_seed``. Call after :meth:`parameters_for_step`."""
-        masks = {}
-        for name, (index, values) in self.flips(step).items():
-            mask = torch.zeros(self._quantized[name][0].codes.numel(), dtype=torch.uint8)
-            masks[name] = mask.index_copy_(0, index, values)
-        return masks
+        return {
+            name: dense_mask(self._quantized[name][0].codes.numel(), index, values)
+            for name, (index, values) in self.flips(step).items()
+        }
 
     def flips(self, step: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """:meth:`flip_masks` kept sparse: name -> (sorted flat code indices, mask bytes)."""
@@ -269,7 +267,7 @@ class RandBET(Clipping):
             flipped, flips = flips_by_name[name]
             flips, flipped = flips.to(values.device), flipped.to(values.device)
             codes = quantized.codes.reshape(-1)[flipped] ^ flips
-            faulty = replace(quantized, codes=codes).dequantize().to(values.dtype)
+            faulty = quantized.decode(codes).to(values.dtype)
             # Dequantized values lie in [low, high]: clamp only when that exceeds ±w_max.
             if float(quantized.low) < -self.bound or float(quantized.high) > self.bound:
                 values, faulty = (
